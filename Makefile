@@ -1,0 +1,45 @@
+# turboworkers: the two commands of the README (`make run`, `make test`) and their helpers.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+WORKER ?= turboworkers.SyncMutexWorker
+PYTEST_ARGS ?=
+
+.PHONY: run test test-accelerated test-pure build venv bench bench-quick clean
+
+# The virtualenv is remade when the project's dependencies change.
+$(VENV)/.installed: pyproject.toml setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q "setuptools>=64" wheel "Cython>=3.0"
+	$(PIP) install -q --no-build-isolation -e ".[test,gevent]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+# Compiles every cext/*.pyx next to the package (an editable install finds them there).
+build: venv
+	$(PY) setup.py -q build_ext --inplace
+
+run: build
+	@echo "serving examples/hello.py with $(WORKER) on http://$(HOST):$(PORT)/ (Ctrl-C stops)"
+	cd examples && ../$(VENV)/bin/gunicorn -k $(WORKER) -b $(HOST):$(PORT) hello:app
+
+# The whole suite twice: with the compiled extensions and in pure mode.
+test: build
+	$(MAKE) --no-print-directory test-accelerated
+	$(MAKE) --no-print-directory test-pure
+
+test-accelerated:
+	@echo "== accelerated mode =="
+	TURBOWORKERS_EXPECT_MODE=accelerated $(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-pure:
+	@echo "== pure mode (TURBOWORKERS_NO_EXTENSIONS=1) =="
+	TURBOWORKERS_NO_EXTENSIONS=1 TURBOWORKERS_EXPECT_MODE=pure $(PY) -m pytest -q $(PYTEST_ARGS)
+
+clean:
+	rm -rf build turboworkers/*.so cext/*.c *.egg-info

@@ -1,6 +1,9 @@
 """Build the Cython extension modules of turboworkers.
 
-Every ``cext/NAME.pyx`` becomes the extension module ``turboworkers._NAME``.
+The sources live in ``cext/turboworkers/``: ``_NAME.pyx`` beside its
+``_NAME.pxd`` becomes the extension module ``turboworkers._NAME``. The folder
+mirrors the package so that Cython finds each module's .pxd by its full name;
+C declarations shared by several modules are in ``cext/includes/``.
 ``TURBOWORKERS_BUILD_ONLY=name1,name2`` limits a build to some modules, which
 keeps the edit-compile loop short while working on one of them.
 """
@@ -16,13 +19,14 @@ CEXT = HERE / "cext"
 def extensions():
     only = {n for n in os.environ.get("TURBOWORKERS_BUILD_ONLY", "").split(",") if n}
     exts = []
-    for pyx in sorted(CEXT.glob("*.pyx")):
-        if only and pyx.stem not in only:
+    for pyx in sorted((CEXT / "turboworkers").glob("_*.pyx")):
+        name = pyx.stem[1:]
+        if only and name not in only:
             continue
         exts.append(Extension(
-            "turboworkers._" + pyx.stem,
+            "turboworkers." + pyx.stem,
             [str(pyx.relative_to(HERE))],
-            include_dirs=[str(CEXT), str(CEXT / "includes")],
+            include_dirs=[str(CEXT / "includes")],
             extra_compile_args=["-O2"],
         ))
     if not exts:

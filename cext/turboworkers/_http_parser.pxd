@@ -1,0 +1,119 @@
+# HTTP/1.1 request parser that builds the WSGI environ directly.
+#
+# The decisions (accept, refuse, and with which gunicorn.http.errors class and
+# message) are those of gunicorn's reference pure-Python parser for the same
+# settings and the same sequence of received chunks.
+
+
+cdef class ParserConfig:
+    # Settings compiled once per worker from gunicorn's Config.
+    cdef readonly object cfg
+    cdef Py_ssize_t limit_request_line        # 0: unlimited
+    cdef Py_ssize_t limit_request_fields
+    cdef Py_ssize_t limit_request_field_size
+    cdef Py_ssize_t max_buffer_headers
+    cdef bint permit_unconventional_method
+    cdef bint permit_unconventional_version
+    cdef bint casefold_method
+    cdef int header_map                       # HEADER_MAP_* below
+    cdef dict secure_scheme_headers           # UPPER-NAME -> value meaning https
+    cdef list secure_names                    # the keys, as bytes, for matching raw names
+    cdef list forwarder_headers
+    cdef list forwarder_names                 # as bytes
+    cdef bint forwarder_all
+    cdef list allow_ips
+    cdef list allow_networks
+    cdef bint allow_all
+    cdef bint is_ssl
+    cdef object default_scheme
+    cdef object script_name                   # os.environ SCRIPT_NAME at start
+    cdef dict base_environ
+
+    cdef bint peer_trusted(self, object peer_addr)
+
+
+cdef class Body:
+    # wsgi.input: the body reader of one request, reading from its parser's
+    # buffer first and then from the connection.
+    cdef RequestParser parser
+    cdef object req
+    cdef int kind                             # BODY_LENGTH or BODY_CHUNKED
+    cdef Py_ssize_t remaining                 # BODY_LENGTH: bytes still to come
+    cdef bytearray pending                    # BODY_CHUNKED: decoded, not yet returned
+    cdef int cstate                           # BODY_CHUNKED: decoder state
+    cdef Py_ssize_t chunk_left
+    cdef Py_ssize_t limit_size_line
+    cdef Py_ssize_t limit_trailers
+    cdef public bint failed
+    cdef bint expect_continue
+
+    cdef bint _is_done(self)
+    cdef _send_continue(self)
+    cdef _decode(self, Py_ssize_t want)
+    cdef bint _decode_step(self) except -1
+    cdef _read_trailers(self)
+    cdef bytes _read(self, Py_ssize_t size)
+
+
+cdef class Request:
+    # The request as gunicorn's hooks and access log see it (gunicorn's
+    # Request attributes); the header list is only built when asked for.
+    cdef public object method
+    cdef public object uri
+    cdef public object path
+    cdef public object query
+    cdef public object fragment
+    cdef public tuple version
+    cdef public object scheme
+    cdef public object body
+    cdef public list trailers
+    cdef public object peer_addr
+    cdef public object remote_addr
+    cdef public bint must_close
+    cdef public int req_number
+    cdef public object proxy_protocol_info
+    cdef public bint _expected_100_continue
+    cdef public object cfg
+    cdef int conn_state                       # first Connection header: CONN_*
+    cdef list _headers
+    cdef bytes _head                          # buffer holding the header block
+    cdef Py_ssize_t _head_start, _head_end
+    cdef ParserConfig _config
+    cdef bint _trusted
+
+    cpdef bint should_close(self)
+
+
+cdef class RequestParser:
+    cdef ParserConfig config
+    cdef object source                        # has recv(n); None in push mode
+    cdef public object sock
+    cdef public object peer_addr
+    cdef public object server_addr
+    cdef public Request req
+    cdef bint trusted
+    cdef object remote_addr_str
+    cdef object remote_port_str
+    cdef object server_name
+    cdef object server_port
+    # receive buffer: bytes in [pos, len(buf)) are not consumed yet
+    cdef bytes buf
+    cdef Py_ssize_t pos
+    cdef bint eof
+    cdef int req_count
+    # head parsing state of the request being read
+    cdef int state
+    cdef Py_ssize_t line_start                # after the optional leading CRLF
+    cdef Py_ssize_t hdr_start                 # after the request line
+    cdef Py_ssize_t scan                      # where the next search resumes
+    cdef bint resumed                         # head incomplete at the last attempt
+    cdef bytes line_bytes
+
+    cdef bint _fill(self, Py_ssize_t hint) except -1
+    cdef _append(self, data)
+    cdef object _parse_head(self)
+    cdef bint _finish_buffered(self) except -1
+    cdef object _build(self, const char *p, Py_ssize_t rl_end, Py_ssize_t h_start, Py_ssize_t h_end)
+    cdef _framing(self, Request req, Body body, list framing)
+    cdef _unix_server(self, dict env, host, scheme)
+    cdef list _trailers(self, Request req, Py_ssize_t a, Py_ssize_t h_end)

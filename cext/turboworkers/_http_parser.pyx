@@ -1,0 +1,1360 @@
+# HTTP/1.1 request parser producing the WSGI environ directly.
+#
+# Bytes are received into one bytes object and parsed where they lie; the
+# only Python objects made per request are the environ, its values, the body
+# reader and a small Request record. Each decision, including the order in
+# which checks run while a head arrives piece by piece, follows gunicorn's
+# reference parser (gunicorn.http.message) so that the same bytes, received in
+# the same pieces, are accepted or refused the same way with the same error.
+
+import os
+import sys
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStringAndSize
+from cpython.dict cimport PyDict_SetItem, PyDict_GetItem, PyDict_Copy
+from cpython.unicode cimport PyUnicode_DecodeLatin1
+from cpython.object cimport PyObject
+from libc.string cimport memchr, memcmp
+
+from gunicorn import SERVER_SOFTWARE
+from gunicorn.http.errors import (
+    ChunkMissingTerminator, ConfigurationProblem, ExpectationFailed,
+    InvalidChunkExtension, InvalidChunkSize, InvalidHeader, InvalidHeaderName,
+    InvalidHTTPVersion, InvalidRequestLine, InvalidRequestMethod,
+    InvalidSchemeHeaders, LimitRequestHeaders, LimitRequestLine, NoMoreData,
+    ObsoleteFolding, UnsupportedTransferCoding,
+)
+from gunicorn.http.body import CHUNK_EXT_RE
+from gunicorn.http.wsgi import FileWrapper, WSGIErrorsWrapper
+from gunicorn.util import split_request_uri
+
+cdef extern from "Python.h":
+    object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
+    void *PyUnicode_DATA(object o)
+    PyObject *PyDict_SetDefault(object d, object key, object default) except NULL
+
+
+# gunicorn.http.message limits
+DEF MAX_REQUEST_LINE = 8190
+DEF MAX_HEADERS = 32768
+DEF DEFAULT_MAX_HEADERFIELD_SIZE = 8190
+# gunicorn.http.body: largest piece asked of a reader in one step
+DEF READ_STEP = 1024
+DEF RECV_SIZE = 8192
+DEF MAX_BODY_CHUNK = 1048576
+
+DEF HEADER_MAP_REFUSE = 0
+DEF HEADER_MAP_DROP = 1
+DEF HEADER_MAP_DANGEROUS = 2
+
+DEF ST_BEGIN = 0       # nothing of the request examined yet
+DEF ST_LINE = 1        # looking for the end of the request line
+DEF ST_HEADERS = 2     # looking for the end of the header block
+DEF ST_BODY = 3        # head parsed; the body belongs to req.body
+
+DEF BODY_LENGTH = 0
+DEF BODY_CHUNKED = 1
+
+DEF CH_SIZE = 0        # chunked decoder: at a chunk-size line
+DEF CH_DATA = 1
+DEF CH_DATA_END = 2    # the CRLF after chunk data
+DEF CH_DONE = 3
+
+DEF CONN_NONE = 0
+DEF CONN_CLOSE = 1
+DEF CONN_KEEPALIVE = 2
+DEF CONN_OTHER = 3
+
+# Known header names: their environ key is an interned constant and a few of
+# them drive framing and policy.
+DEF H_OTHER = 0
+DEF H_HOST = 1
+DEF H_CONTENT_TYPE = 2
+DEF H_CONTENT_LENGTH = 3
+DEF H_TRANSFER_ENCODING = 4
+DEF H_EXPECT = 5
+DEF H_CONNECTION = 6
+DEF H_SCRIPT_NAME = 7
+DEF H_PLAIN = 8        # nothing special, only a constant key
+
+cdef bytes _B_TRUE = b"1"
+
+
+# Character classes, indexed by byte value.
+cdef unsigned char TOKEN_CHARS[256]
+cdef unsigned char VALUE_BAD[256]     # RFC 9110 5.5: controls but HTAB, and DEL
+cdef unsigned char HEXVAL[256]        # 0xFF: not a hex digit
+
+cdef void _init_tables():
+    cdef int c
+    for c in range(256):
+        TOKEN_CHARS[c] = 0
+        VALUE_BAD[c] = 1 if ((c < 0x20 and c != 0x09) or c == 0x7f) else 0
+        HEXVAL[c] = 0xFF
+    for c in b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ":
+        TOKEN_CHARS[c] = 1
+    for c in range(10):
+        HEXVAL[48 + c] = c
+    for c in range(6):
+        HEXVAL[97 + c] = 10 + c
+        HEXVAL[65 + c] = 10 + c
+
+_init_tables()
+
+
+cdef inline unsigned char _upper(unsigned char c) nogil:
+    if 97 <= c <= 122:
+        return c - 32
+    return c
+
+
+cdef inline bint _ci_equal(const char *p, Py_ssize_t n, const char *upper_name, Py_ssize_t m) nogil:
+    # p[:n] equals the upper-case ASCII name, ignoring case
+    cdef Py_ssize_t i
+    if n != m:
+        return False
+    for i in range(n):
+        if _upper(<unsigned char>p[i]) != <unsigned char>upper_name[i]:
+            return False
+    return True
+
+
+cdef inline str _latin1(const char *p, Py_ssize_t n):
+    return PyUnicode_DecodeLatin1(p, n, NULL)
+
+
+# Interned environ keys of the common request headers.
+cdef list _KNOWN = []       # (UPPER-NAME bytes, kind, environ key or None)
+
+def _known(name, int kind):
+    key = None
+    if kind not in (H_CONTENT_TYPE, H_CONTENT_LENGTH, H_SCRIPT_NAME):
+        key = sys.intern("HTTP_" + name.replace("-", "_"))
+    _KNOWN.append((name.encode("ascii"), kind, key))
+
+for _n, _k in (
+        ("HOST", H_HOST), ("USER-AGENT", H_PLAIN), ("ACCEPT", H_PLAIN),
+        ("ACCEPT-LANGUAGE", H_PLAIN), ("ACCEPT-ENCODING", H_PLAIN),
+        ("CONNECTION", H_CONNECTION), ("COOKIE", H_PLAIN), ("REFERER", H_PLAIN),
+        ("CONTENT-TYPE", H_CONTENT_TYPE), ("CONTENT-LENGTH", H_CONTENT_LENGTH),
+        ("TRANSFER-ENCODING", H_TRANSFER_ENCODING), ("EXPECT", H_EXPECT),
+        ("CACHE-CONTROL", H_PLAIN), ("UPGRADE-INSECURE-REQUESTS", H_PLAIN),
+        ("SEC-FETCH-DEST", H_PLAIN), ("SEC-FETCH-MODE", H_PLAIN),
+        ("SEC-FETCH-SITE", H_PLAIN), ("SEC-FETCH-USER", H_PLAIN),
+        ("ORIGIN", H_PLAIN), ("AUTHORIZATION", H_PLAIN), ("PRAGMA", H_PLAIN),
+        ("IF-NONE-MATCH", H_PLAIN), ("IF-MODIFIED-SINCE", H_PLAIN),
+        ("X-FORWARDED-FOR", H_PLAIN), ("X-FORWARDED-PROTO", H_PLAIN),
+        ("X-REAL-IP", H_PLAIN), ("X-REQUESTED-WITH", H_PLAIN), ("DNT", H_PLAIN),
+        ("SEC-CH-UA", H_PLAIN), ("SEC-CH-UA-MOBILE", H_PLAIN),
+        ("SEC-CH-UA-PLATFORM", H_PLAIN), ("TE", H_PLAIN), ("RANGE", H_PLAIN),
+        ("KEEP-ALIVE", H_PLAIN), ("SCRIPT_NAME", H_SCRIPT_NAME)):
+    _known(_n, _k)
+
+cdef Py_ssize_t _NKNOWN = len(_KNOWN)
+cdef const char *_KNOWN_NAME[64]
+cdef Py_ssize_t _KNOWN_LEN[64]
+cdef int _KNOWN_KIND[64]
+cdef PyObject *_KNOWN_KEY[64]
+
+cdef void _init_known():
+    cdef Py_ssize_t i
+    cdef bytes b
+    for i in range(_NKNOWN):
+        b = _KNOWN[i][0]
+        _KNOWN_NAME[i] = PyBytes_AS_STRING(b)
+        _KNOWN_LEN[i] = PyBytes_GET_SIZE(b)
+        _KNOWN_KIND[i] = _KNOWN[i][1]
+        _KNOWN_KEY[i] = <PyObject *>_KNOWN[i][2]
+
+_init_known()
+
+# Request methods and protocol strings seen on nearly every request.
+cdef dict _METHODS = {m.encode(): sys.intern(m) for m in (
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE")}
+cdef str _HTTP10 = sys.intern("HTTP/1.0")
+cdef str _HTTP11 = sys.intern("HTTP/1.1")
+cdef tuple _V10 = (1, 0)
+cdef tuple _V11 = (1, 1)
+cdef str _EMPTY = ""
+cdef str _HTTP = "http"
+cdef str _HTTPS = "https"
+
+cdef str K_INPUT = "wsgi.input"
+cdef str K_SOCKET = "gunicorn.socket"
+cdef str K_METHOD = "REQUEST_METHOD"
+cdef str K_QUERY = "QUERY_STRING"
+cdef str K_RAW_URI = "RAW_URI"
+cdef str K_PROTOCOL = "SERVER_PROTOCOL"
+cdef str K_CONTENT_TYPE = "CONTENT_TYPE"
+cdef str K_CONTENT_LENGTH = "CONTENT_LENGTH"
+cdef str K_SCHEME = "wsgi.url_scheme"
+cdef str K_REMOTE_ADDR = "REMOTE_ADDR"
+cdef str K_REMOTE_PORT = "REMOTE_PORT"
+cdef str K_SERVER_NAME = "SERVER_NAME"
+cdef str K_SERVER_PORT = "SERVER_PORT"
+cdef str K_PATH_INFO = "PATH_INFO"
+cdef str K_SCRIPT_NAME = "SCRIPT_NAME"
+
+# gunicorn.http.message: fields a trailer may not carry (RFC 9110 6.5.1)
+cdef frozenset _FORBIDDEN_TRAILER = frozenset((
+    "HOST", "CONTENT-LENGTH", "TRANSFER-ENCODING", "TRAILER", "AUTHORIZATION", "TE"))
+
+
+class _Stop(object):
+    """Returned by parse() at a clean end of the connection."""
+    def __repr__(self):
+        return "STOP"
+
+STOP = _Stop()
+
+
+def supports_config(cfg):
+    """Whether this parser can serve a deployment with these settings.
+
+    Returns (True, None) or (False, reason); for the settings below the
+    workers use gunicorn's own parser instead.
+    """
+    if getattr(cfg, "protocol", "http") == "uwsgi":
+        return False, "protocol = uwsgi"
+    if getattr(cfg, "proxy_protocol", "off") not in ("off", None, False):
+        return False, "proxy_protocol"
+    if getattr(cfg, "permit_obsolete_folding", False):
+        return False, "permit_obsolete_folding"
+    if getattr(cfg, "strip_header_spaces", False):
+        return False, "strip_header_spaces"
+    return True, None
+
+
+def _ascii_upper_names(names):
+    # gunicorn compares upper-cased header names with these names as given:
+    # a name that is not upper-case ASCII can never match.
+    out = []
+    for n in names:
+        if isinstance(n, str) and n.isascii() and n == n.upper():
+            out.append(n.encode("ascii"))
+    return out
+
+
+cdef class ParserConfig:
+    """gunicorn settings that change parsing, compiled once per worker."""
+
+    def __init__(self, cfg, multithread=False, script_name=None):
+        self.cfg = cfg
+        line = cfg.limit_request_line
+        if line < 0 or line >= MAX_REQUEST_LINE:
+            line = MAX_REQUEST_LINE
+        self.limit_request_line = line
+        fields = cfg.limit_request_fields
+        if fields <= 0 or fields > MAX_HEADERS:
+            fields = MAX_HEADERS
+        self.limit_request_fields = fields
+        size = cfg.limit_request_field_size
+        if size <= 0:
+            size = DEFAULT_MAX_HEADERFIELD_SIZE
+        self.limit_request_field_size = size
+        self.max_buffer_headers = fields * (size + 2) + 4
+        self.permit_unconventional_method = bool(cfg.permit_unconventional_http_method)
+        self.permit_unconventional_version = bool(cfg.permit_unconventional_http_version)
+        self.casefold_method = bool(cfg.casefold_http_method)
+        hm = cfg.header_map
+        self.header_map = (HEADER_MAP_DROP if hm == "drop" else
+                           HEADER_MAP_DANGEROUS if hm == "dangerous" else HEADER_MAP_REFUSE)
+        self.secure_scheme_headers = dict(cfg.secure_scheme_headers or {})
+        self.secure_names = _ascii_upper_names(self.secure_scheme_headers)
+        self.forwarder_headers = list(cfg.forwarder_headers or [])
+        self.forwarder_all = "*" in self.forwarder_headers
+        self.forwarder_names = _ascii_upper_names(self.forwarder_headers)
+        self.allow_ips = list(cfg.forwarded_allow_ips or [])
+        self.allow_all = "*" in self.allow_ips
+        self.allow_networks = list(cfg.forwarded_allow_networks()) if not self.allow_all else []
+        self.is_ssl = bool(cfg.is_ssl)
+        self.default_scheme = _HTTPS if self.is_ssl else _HTTP
+        self.script_name = os.environ.get("SCRIPT_NAME", "") if script_name is None else script_name
+        self.base_environ = {
+            "wsgi.errors": WSGIErrorsWrapper(cfg),
+            "wsgi.version": (1, 0),
+            "wsgi.multithread": bool(multithread),
+            "wsgi.multiprocess": cfg.workers > 1,
+            "wsgi.run_once": False,
+            "wsgi.file_wrapper": FileWrapper,
+            "wsgi.input_terminated": True,
+            "SERVER_SOFTWARE": SERVER_SOFTWARE,
+        }
+
+    cdef bint peer_trusted(self, object peer_addr):
+        # gunicorn: a peer that is not an (ip, port) tuple (a unix socket) is
+        # trusted; otherwise its address must be in forwarded_allow_ips.
+        if not isinstance(peer_addr, tuple):
+            return True
+        if self.allow_all:
+            return True
+        import ipaddress
+        try:
+            ip = ipaddress.ip_address(peer_addr[0])
+        except ValueError:
+            return False
+        for net in self.allow_networks:
+            if ip in net:
+                return True
+        return False
+
+
+cdef class Request:
+    """What gunicorn's hooks and access log expect of a request."""
+
+    def __init__(self):
+        self.trailers = []
+        self.proxy_protocol_info = None
+
+    @property
+    def headers(self):
+        if self._headers is None:
+            self._headers = self._header_list()
+        return self._headers
+
+    @headers.setter
+    def headers(self, value):
+        self._headers = value
+
+    def _header_list(self):
+        # The head was validated when it was parsed; rebuild the (NAME, value)
+        # list gunicorn keeps, without the headers header_map dropped.
+        if self._head is None:
+            return []
+        out = []
+        cdef ParserConfig config = self._config
+        block = self._head[self._head_start:self._head_end].decode("latin-1")
+        if not block:
+            return out
+        for line in block.split("\r\n"):
+            name, value = line.split(":", 1)
+            name = name.upper()
+            if "_" in name and config.header_map == HEADER_MAP_DROP:
+                if not (self._trusted and (config.forwarder_all or name in config.forwarder_headers)):
+                    continue
+            out.append((name, value.strip(" \t")))
+        return out
+
+    cpdef bint should_close(self):
+        if self.must_close:
+            return True
+        if self.method == "CONNECT":
+            return True
+        if self.conn_state == CONN_CLOSE:
+            return True
+        if self.conn_state == CONN_KEEPALIVE:
+            return False
+        return self.version <= _V10
+
+    def force_close(self):
+        self.must_close = True
+
+    @property
+    def limit_request_field_size(self):
+        return self._config.limit_request_field_size if self._config is not None else 0
+
+    @property
+    def max_buffer_headers(self):
+        return self._config.max_buffer_headers if self._config is not None else 0
+
+
+cdef class RequestParser:
+    """Parses the requests of one connection.
+
+    Pull mode: ``next_request()`` receives from ``source`` (anything with
+    ``recv(n)``, normally the client socket) and mirrors gunicorn's
+    ``Parser.__next__``. Push mode: ``feed(data)``/``feed_eof()`` then
+    ``parse()``, which returns the environ or None while the head is
+    incomplete.
+    """
+
+    def __init__(self, ParserConfig config, source, peer_addr, server_addr, sock=None):
+        self.config = config
+        self.source = source
+        self.sock = sock
+        self.peer_addr = peer_addr
+        self.server_addr = server_addr
+        self.buf = b""
+        self.pos = 0
+        self.state = ST_BEGIN
+        self.trusted = config.peer_trusted(peer_addr)
+        # REMOTE_* and, for TCP listeners, SERVER_* are fixed per connection.
+        if isinstance(peer_addr, str):
+            self.remote_addr_str = peer_addr
+            self.remote_port_str = None
+        elif isinstance(peer_addr, bytes):
+            self.remote_addr_str = peer_addr.decode()
+            self.remote_port_str = None
+        else:
+            self.remote_addr_str = peer_addr[0]
+            self.remote_port_str = str(peer_addr[1])
+        if not isinstance(server_addr, str):
+            self.server_name = server_addr[0]
+            self.server_port = str(server_addr[1])
+
+    # -- receiving -------------------------------------------------------
+
+    def feed(self, data):
+        """Append received bytes (bytes, bytearray or memoryview)."""
+        if len(data):
+            self._append(bytes(data) if type(data) is not bytes else data)
+
+    def feed_eof(self):
+        self.eof = True
+
+    cdef _append(self, data):
+        cdef Py_ssize_t shift
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(self.buf)
+        if self.pos >= n:
+            shift = n
+            self.buf = data
+        elif self.pos > 0:
+            shift = self.pos
+            self.buf = self.buf[self.pos:] + data
+        else:
+            shift = 0
+            self.buf = self.buf + data
+        if shift:
+            self.pos -= shift
+            self.line_start -= shift
+            self.hdr_start -= shift
+            self.scan -= shift
+        if self.state == ST_HEADERS:
+            self.resumed = True
+
+    cdef bint _fill(self, Py_ssize_t hint) except -1:
+        """Receive once more from the source; False at the end of input."""
+        cdef Py_ssize_t size = RECV_SIZE
+        if self.eof or self.source is None:
+            self.eof = True
+            return False
+        if hint > size:
+            size = hint if hint < MAX_BODY_CHUNK else MAX_BODY_CHUNK
+        data = self.source.recv(size)
+        if not data:
+            self.eof = True
+            return False
+        self._append(data if type(data) is bytes else bytes(data))
+        return True
+
+    # -- requests --------------------------------------------------------
+
+    def parse(self):
+        """Parse the next request head from what was fed.
+
+        Returns the environ, None if more bytes are needed, or STOP when the
+        input ended cleanly before a request began.
+        """
+        if self.state == ST_BODY:
+            if not self._finish_buffered():
+                return None
+        return self._parse_head()
+
+    def next_request(self):
+        """The environ of the next request, or None where gunicorn stops."""
+        if self.req is not None:
+            if self.req.should_close():
+                return None
+            if not self.finish_body():
+                return None
+        while True:
+            env = self._parse_head()
+            if env is STOP:
+                return None
+            if env is not None:
+                return env
+            self._fill(0)
+
+    def finish_body(self):
+        """Discard the unread body of the current request.
+
+        False when that cannot be done (the body was malformed), and the
+        connection must not be reused.
+        """
+        if self.req is None or self.state != ST_BODY:
+            return True
+        cdef Body body = self.req.body
+        if body.failed:
+            return False
+        while body._read(READ_STEP):
+            pass
+        self.state = ST_BEGIN
+        return True
+
+    cdef bint _finish_buffered(self) except -1:
+        # push mode: the previous request's body must be complete in the buffer
+        cdef Body body = self.req.body
+        if body.failed:
+            raise RuntimeError("the previous request's body was malformed")
+        if body.kind == BODY_LENGTH and body.remaining == 0:
+            self.state = ST_BEGIN
+            return True
+        if body.kind == BODY_LENGTH and PyBytes_GET_SIZE(self.buf) - self.pos < body.remaining:
+            return False
+        body.read()
+        self.state = ST_BEGIN
+        return True
+
+    cdef object _parse_head(self):
+        cdef ParserConfig cfg = self.config
+        cdef const char *p = PyBytes_AS_STRING(self.buf)
+        cdef Py_ssize_t end = PyBytes_GET_SIZE(self.buf)
+        cdef Py_ssize_t s, i, limit, hs, h_end, body_start, rl_end
+        cdef const char *hit
+
+        if self.state == ST_BEGIN:
+            s = self.pos
+            if s >= end:
+                return STOP if self.eof else None
+            # RFC 9112 2.2: one CRLF before the request line is ignored.
+            if p[s] == b'\r':
+                if end - s < 2:
+                    if self.eof:
+                        raise NoMoreData(self.buf[s:end])
+                    return None
+                if p[s + 1] == b'\n':
+                    s += 2
+            self.line_start = s
+            self.scan = s
+            self.state = ST_LINE
+
+        if self.state == ST_LINE:
+            s = self.line_start
+            limit = cfg.limit_request_line
+            hit = <const char *>memchr(p + self.scan, c'\n', end - self.scan)
+            if hit == NULL:
+                if limit > 0 and (end - s) - 2 > limit:
+                    raise LimitRequestLine(end - s, limit)
+                if self.eof:
+                    raise NoMoreData(self.buf[s:end])
+                self.scan = end
+                return None
+            i = hit - p
+            if i == s or p[i - 1] != b'\r':
+                raise InvalidRequestLine("bare LF as line terminator")
+            rl_end = i - 1
+            if limit > 0 and rl_end - s > limit:
+                raise LimitRequestLine(rl_end - s, limit)
+            self.hdr_start = i + 1
+            self.scan = i + 1
+            self.resumed = False
+            self.state = ST_HEADERS
+
+        # ST_HEADERS
+        hs = self.hdr_start
+        if self.resumed:
+            self.resumed = False
+            if end - hs > cfg.max_buffer_headers:
+                raise LimitRequestHeaders("max buffer headers")
+        if end - hs >= 2 and p[hs] == b'\r' and p[hs + 1] == b'\n':
+            h_end = hs
+            body_start = hs + 2
+        else:
+            h_end = -1
+            i = self.scan - 3
+            if i < hs:
+                i = hs
+            while True:
+                hit = <const char *>memchr(p + i, c'\r', end - i)
+                if hit == NULL:
+                    break
+                i = hit - p
+                if end - i < 4:
+                    break
+                if p[i + 1] == b'\n' and p[i + 2] == b'\r' and p[i + 3] == b'\n':
+                    h_end = i
+                    break
+                i += 1
+            if h_end < 0:
+                # RFC 9112 2.2: a bare LF means this head can never end the
+                # way it is read; refuse it now instead of waiting for more.
+                i = self.scan if self.scan > hs else hs
+                while True:
+                    hit = <const char *>memchr(p + i, c'\n', end - i)
+                    if hit == NULL:
+                        break
+                    i = hit - p
+                    if i == hs or p[i - 1] != b'\r':
+                        raise InvalidHeader("bare LF as line terminator")
+                    i += 1
+                if self.eof:
+                    raise NoMoreData(self.buf[hs:end])
+                self.scan = end
+                return None
+            body_start = h_end + 4
+        env = self._build(p, self.hdr_start - 2, hs, h_end)
+        self.pos = body_start
+        self.state = ST_BODY
+        return env
+
+    cdef object _build(self, const char *p, Py_ssize_t rl_end, Py_ssize_t h_start, Py_ssize_t h_end):
+        """Validate the request line and headers; return the environ."""
+        cdef ParserConfig cfg = self.config
+        cdef Py_ssize_t s = self.line_start
+        cdef Py_ssize_t sp1, sp2, i, j, a, b, colon, vs, ve, n, k
+        cdef const char *hit
+        cdef unsigned char c
+        cdef int kind, major, minor
+        cdef Py_ssize_t kept = 0
+        cdef bint seen_host = False, seen_ctype = False, scheme_set = False
+        cdef bint underscore, found
+        cdef object key, value, old, name_str
+        cdef char *kp
+        cdef bytes nb
+        cdef str method, uri, path, query, fragment
+
+        self.req_count += 1
+        cdef Request req = Request.__new__(Request)
+        req.trailers = []
+        req.cfg = cfg.cfg
+        req._config = cfg
+        req._trusted = self.trusted
+        req.peer_addr = self.peer_addr
+        req.remote_addr = self.peer_addr
+        req.req_number = self.req_count
+        req.scheme = cfg.default_scheme
+        req._head = self.buf
+        req._head_start = h_start
+        req._head_end = h_end
+        self.req = req
+
+        # -- request line: method SP target SP version ----------------------
+        hit = <const char *>memchr(p + s, c' ', rl_end - s)
+        if hit != NULL:
+            sp1 = hit - p
+            hit = <const char *>memchr(p + sp1 + 1, c' ', rl_end - sp1 - 1)
+        if hit == NULL:
+            raise InvalidRequestLine(_latin1(p + s, rl_end - s))
+        sp2 = hit - p
+
+        n = sp1 - s
+        if not cfg.permit_unconventional_method:
+            for i in range(s, sp1):
+                c = <unsigned char>p[i]
+                if (97 <= c <= 122) or c == 35:
+                    raise InvalidRequestMethod(_latin1(p + s, n))
+            if n < 3 or n > 20:
+                raise InvalidRequestMethod(_latin1(p + s, n))
+        if n == 0:
+            raise InvalidRequestMethod(_EMPTY)
+        for i in range(s, sp1):
+            if not TOKEN_CHARS[<unsigned char>p[i]]:
+                raise InvalidRequestMethod(_latin1(p + s, n))
+        nb = PyBytes_FromStringAndSize(p + s, n) if n <= 7 else None
+        m = _METHODS.get(nb) if nb is not None else None
+        method = <str>m if m is not None else _latin1(p + s, n)
+        if cfg.casefold_method:
+            method = method.upper()
+        req.method = method
+
+        a = sp1 + 1
+        b = sp2
+        for i in range(a, b):
+            c = <unsigned char>p[i]
+            if c < 0x21 or c > 0x7e:
+                raise InvalidRequestLine(_latin1(p + s, rl_end - s))
+        if a == b:
+            raise InvalidRequestLine(_latin1(p + s, rl_end - s))
+        uri = _latin1(p + a, b - a)
+        req.uri = uri
+        if p[a] == b'/':
+            # origin-form: what urllib.parse.urlsplit yields, without it
+            j = b
+            hit = <const char *>memchr(p + a, c'#', b - a)
+            if hit != NULL:
+                j = hit - p
+                fragment = _latin1(p + j + 1, b - j - 1)
+            else:
+                fragment = _EMPTY
+            hit = <const char *>memchr(p + a, c'?', j - a)
+            if hit != NULL:
+                i = hit - p
+                query = _latin1(p + i + 1, j - i - 1)
+                path = _latin1(p + a, i - a)
+            else:
+                query = _EMPTY
+                path = uri if j == b else _latin1(p + a, j - a)
+        else:
+            if (b - a == 1 and p[a] == b'*') and method != "OPTIONS":
+                raise InvalidRequestLine(_latin1(p + s, rl_end - s))
+            if method != "CONNECT" and uri != "*" and "://" not in uri:
+                raise InvalidRequestLine(_latin1(p + s, rl_end - s))
+            try:
+                parts = split_request_uri(uri)
+            except ValueError:
+                raise InvalidRequestLine(_latin1(p + s, rl_end - s))
+            path = parts.path or _EMPTY
+            query = parts.query or _EMPTY
+            fragment = parts.fragment or _EMPTY
+        req.path = path
+        req.query = query
+        req.fragment = fragment
+
+        n = rl_end - sp2 - 1
+        a = sp2 + 1
+        if (n != 8 or memcmp(p + a, b"HTTP/", 5) != 0 or p[a + 6] != b'.'
+                or not (48 <= <unsigned char>p[a + 5] <= 57)
+                or not (48 <= <unsigned char>p[a + 7] <= 57)):
+            raise InvalidHTTPVersion(_latin1(p + a, n))
+        major = p[a + 5] - 48
+        minor = p[a + 7] - 48
+        if major == 1 and minor == 1:
+            req.version = _V11
+            protocol = _HTTP11
+        elif major == 1 and minor == 0:
+            req.version = _V10
+            protocol = _HTTP10
+        else:
+            req.version = (major, minor)
+            protocol = "HTTP/%d.%d" % (major, minor)
+            if major != 1 and not cfg.permit_unconventional_version:
+                raise InvalidHTTPVersion(req.version)
+
+        # -- header fields ----------------------------------------------------
+        cdef dict env = PyDict_Copy(cfg.base_environ)
+        env[K_SOCKET] = self.sock
+        env[K_METHOD] = method
+        env[K_QUERY] = query
+        env[K_RAW_URI] = uri
+        env[K_PROTOCOL] = protocol
+        host = None
+        script_name = cfg.script_name
+        framing = None          # [(is_te, value)] for Content-Length / Transfer-Encoding
+        cdef Py_ssize_t limit_fields = cfg.limit_request_fields
+        cdef Py_ssize_t limit_size = cfg.limit_request_field_size
+
+        a = h_start
+        while a < h_end:
+            # this line ends at the next CRLF, or at the end of the block
+            b = a
+            while True:
+                hit = <const char *>memchr(p + b, c'\r', h_end - b)
+                if hit == NULL:
+                    b = h_end
+                    break
+                b = hit - p
+                if b + 1 < h_end and p[b + 1] == b'\n':
+                    break
+                b += 1
+                if b >= h_end:
+                    b = h_end
+                    break
+            if kept >= limit_fields:
+                raise LimitRequestHeaders("limit request headers fields")
+            hit = <const char *>memchr(p + a, c':', b - a)
+            if hit == NULL or hit == p + a:
+                raise InvalidHeader(_latin1(p + a, b - a))
+            colon = hit - p
+            underscore = False
+            for i in range(a, colon):
+                c = <unsigned char>p[i]
+                if not TOKEN_CHARS[c]:
+                    raise InvalidHeaderName(_latin1(p + a, colon - a))
+                if c == 95:
+                    underscore = True
+            n = colon - a
+            vs = colon + 1
+            ve = b
+            while vs < ve and (p[vs] == b' ' or p[vs] == b'\t'):
+                vs += 1
+            while ve > vs and (p[ve - 1] == b' ' or p[ve - 1] == b'\t'):
+                ve -= 1
+            if b + 2 < h_end and (p[b + 2] == b' ' or p[b + 2] == b'\t'):
+                raise ObsoleteFolding(_latin1(p + a, n).upper())
+            for i in range(vs, ve):
+                if VALUE_BAD[<unsigned char>p[i]]:
+                    raise InvalidHeader(_latin1(p + a, n).upper())
+            if (b - a) + 2 > limit_size:
+                raise LimitRequestHeaders("limit request headers fields size")
+
+            kind = H_OTHER
+            key = None
+            for k in range(_NKNOWN):
+                if _KNOWN_LEN[k] == n and _ci_equal(p + a, n, _KNOWN_NAME[k], n):
+                    kind = _KNOWN_KIND[k]
+                    if _KNOWN_KEY[k] != NULL:
+                        key = <object>_KNOWN_KEY[k]
+                    break
+            value = _latin1(p + vs, ve - vs)
+
+            # gunicorn HeaderPolicy, in its order
+            if kind == H_HOST:
+                if seen_host:
+                    raise InvalidHeader("HOST", req=req)
+                seen_host = True
+            elif kind == H_CONTENT_TYPE:
+                if seen_ctype:
+                    raise InvalidHeader("CONTENT-TYPE", req=req)
+                seen_ctype = True
+            elif kind == H_EXPECT:
+                if (<str>value).lower() == "100-continue":
+                    if req.version >= _V11:
+                        req._expected_100_continue = True
+                else:
+                    raise ExpectationFailed(value)
+            if self.trusted and cfg.secure_names:
+                for nb in cfg.secure_names:
+                    if _ci_equal(p + a, n, PyBytes_AS_STRING(nb), PyBytes_GET_SIZE(nb)):
+                        scheme = _HTTPS if value == cfg.secure_scheme_headers[nb.decode()] else _HTTP
+                        if scheme_set:
+                            if scheme != req.scheme:
+                                raise InvalidSchemeHeaders()
+                        else:
+                            scheme_set = True
+                            req.scheme = scheme
+                        break
+            if underscore:
+                found = False
+                if self.trusted:
+                    if cfg.forwarder_all:
+                        found = True
+                    else:
+                        for nb in cfg.forwarder_names:
+                            if _ci_equal(p + a, n, PyBytes_AS_STRING(nb), PyBytes_GET_SIZE(nb)):
+                                found = True
+                                break
+                if not found:
+                    if cfg.header_map == HEADER_MAP_DROP:
+                        a = b + 2
+                        continue
+                    elif cfg.header_map != HEADER_MAP_DANGEROUS:
+                        raise InvalidHeaderName(_latin1(p + a, n).upper())
+            kept += 1
+
+            # into the environ, as gunicorn.http.wsgi.create does
+            if kind == H_CONTENT_TYPE:
+                env[K_CONTENT_TYPE] = value
+                a = b + 2
+                continue
+            if kind == H_CONTENT_LENGTH:
+                env[K_CONTENT_LENGTH] = value
+                if framing is None:
+                    framing = []
+                framing.append((False, value))
+                a = b + 2
+                continue
+            if kind == H_HOST:
+                host = value
+            elif kind == H_SCRIPT_NAME:
+                script_name = value
+                key = "HTTP_SCRIPT_NAME"
+            elif kind == H_TRANSFER_ENCODING:
+                if framing is None:
+                    framing = []
+                framing.append((True, value))
+            elif kind == H_CONNECTION:
+                if req.conn_state == CONN_NONE:
+                    lv = (<str>value).lower()
+                    req.conn_state = (CONN_CLOSE if lv == "close" else
+                                      CONN_KEEPALIVE if lv == "keep-alive" else CONN_OTHER)
+            if key is None:
+                key = PyUnicode_New(5 + n, 127)
+                kp = <char *>PyUnicode_DATA(key)
+                kp[0] = b'H'; kp[1] = b'T'; kp[2] = b'T'; kp[3] = b'P'; kp[4] = b'_'
+                for i in range(n):
+                    c = _upper(<unsigned char>p[a + i])
+                    kp[5 + i] = b'_' if c == 45 else c
+            old = <object>PyDict_SetDefault(env, key, value)
+            if old is not value:
+                env[key] = old + "," + value
+            a = b + 2
+
+        # -- body framing (gunicorn Message.set_body_reader) -----------------
+        cdef Body body = Body.__new__(Body)
+        body.parser = self
+        body.req = req
+        body.failed = False
+        body.kind = BODY_LENGTH
+        body.remaining = 0
+        if framing is not None:
+            self._framing(req, body, framing)
+        body.expect_continue = req._expected_100_continue
+        req.body = body
+        env[K_INPUT] = body
+
+        # -- the rest of wsgi.create ------------------------------------------
+        env[K_SCHEME] = req.scheme
+        env[K_REMOTE_ADDR] = self.remote_addr_str
+        if self.remote_port_str is not None:
+            env[K_REMOTE_PORT] = self.remote_port_str
+        if self.server_name is not None:
+            env[K_SERVER_NAME] = self.server_name
+            env[K_SERVER_PORT] = self.server_port
+        else:
+            self._unix_server(env, host, req.scheme)
+        if script_name:
+            if not path.startswith(script_name):
+                raise ConfigurationProblem(
+                    "Request path %r does not start with SCRIPT_NAME %r" %
+                    (path, script_name))
+            path = path[len(script_name):]
+        env[K_PATH_INFO] = _unquote(path)
+        env[K_SCRIPT_NAME] = script_name
+        return env
+
+    cdef _framing(self, Request req, Body body, list framing):
+        cdef bint chunked = False, transfer_encoding = False
+        content_length = None
+        for is_te, value in framing:
+            if not is_te:
+                if content_length is not None:
+                    raise InvalidHeader("CONTENT-LENGTH", req=req)
+                content_length = value
+                continue
+            transfer_encoding = True
+            for val in (<str>value).split(","):
+                val = val.strip(" \t").lower()
+                if val == "chunked":
+                    # stacked chunking is never intended
+                    if chunked:
+                        raise InvalidHeader("TRANSFER-ENCODING", req=req)
+                    chunked = True
+                elif val == "identity":
+                    if chunked:
+                        raise InvalidHeader("TRANSFER-ENCODING", req=req)
+                elif val in ("compress", "deflate", "gzip"):
+                    if chunked:
+                        raise InvalidHeader("TRANSFER-ENCODING", req=req)
+                    req.must_close = True
+                else:
+                    raise UnsupportedTransferCoding(value)
+        # RFC 9112 6.3: a request whose codings do not end in chunked has no
+        # determinable length.
+        if transfer_encoding and not chunked:
+            raise InvalidHeader("TRANSFER-ENCODING", req=req)
+        if chunked:
+            if req.version < _V11:
+                raise InvalidHeader("TRANSFER-ENCODING", req=req)
+            if content_length is not None:
+                raise InvalidHeader("CONTENT-LENGTH", req=req)
+            body.kind = BODY_CHUNKED
+            body.pending = bytearray()
+            body.cstate = CH_SIZE
+            body.limit_size_line = self.config.limit_request_field_size or DEFAULT_MAX_HEADERFIELD_SIZE
+            body.limit_trailers = self.config.max_buffer_headers
+        elif content_length is not None:
+            if not (<str>content_length).isnumeric():
+                raise InvalidHeader("CONTENT-LENGTH", req=req)
+            try:
+                n = int(content_length)
+            except ValueError:
+                raise InvalidHeader("CONTENT-LENGTH", req=req)
+            body.remaining = n if n < sys.maxsize else sys.maxsize
+
+    cdef _unix_server(self, dict env, host, scheme):
+        # gunicorn derives SERVER_* for a unix socket listener from Host.
+        server = self.server_addr.split(":")
+        if len(server) == 1:
+            if host:
+                server = host.split(":")
+                if len(server) == 1:
+                    if scheme == "http":
+                        server.append(80)
+                    elif scheme == "https":
+                        server.append(443)
+                    else:
+                        server.append("")
+            else:
+                server.append("")
+        env[K_SERVER_NAME] = server[0]
+        env[K_SERVER_PORT] = str(server[1])
+
+    # -- trailers -------------------------------------------------------------
+
+    cdef list _trailers(self, Request req, Py_ssize_t a, Py_ssize_t h_end):
+        """Parse a trailer block as gunicorn's parse_headers(from_trailer=True)."""
+        cdef ParserConfig cfg = self.config
+        cdef const char *p = PyBytes_AS_STRING(self.buf)
+        cdef Py_ssize_t b, colon, i, vs, ve, n
+        cdef const char *hit
+        cdef bint seen_ctype = False, underscore
+        cdef list out = []
+        while a < h_end:
+            b = a
+            while True:
+                hit = <const char *>memchr(p + b, c'\r', h_end - b)
+                if hit == NULL:
+                    b = h_end
+                    break
+                b = hit - p
+                if b + 1 < h_end and p[b + 1] == b'\n':
+                    break
+                b += 1
+                if b >= h_end:
+                    b = h_end
+                    break
+            if len(out) >= cfg.limit_request_fields:
+                raise LimitRequestHeaders("limit request headers fields")
+            hit = <const char *>memchr(p + a, c':', b - a)
+            if hit == NULL or hit == p + a:
+                raise InvalidHeader(_latin1(p + a, b - a))
+            colon = hit - p
+            underscore = False
+            for i in range(a, colon):
+                if not TOKEN_CHARS[<unsigned char>p[i]]:
+                    raise InvalidHeaderName(_latin1(p + a, colon - a))
+                if p[i] == b'_':
+                    underscore = True
+            n = colon - a
+            name = _latin1(p + a, n).upper()
+            if name in _FORBIDDEN_TRAILER:
+                raise InvalidHeaderName(name)
+            vs = colon + 1
+            ve = b
+            while vs < ve and (p[vs] == b' ' or p[vs] == b'\t'):
+                vs += 1
+            while ve > vs and (p[ve - 1] == b' ' or p[ve - 1] == b'\t'):
+                ve -= 1
+            if b + 2 < h_end and (p[b + 2] == b' ' or p[b + 2] == b'\t'):
+                raise ObsoleteFolding(name)
+            for i in range(vs, ve):
+                if VALUE_BAD[<unsigned char>p[i]]:
+                    raise InvalidHeader(name)
+            if (b - a) + 2 > cfg.limit_request_field_size:
+                raise LimitRequestHeaders("limit request headers fields size")
+            if name == "CONTENT-TYPE":
+                if seen_ctype:
+                    raise InvalidHeader(name, req=req)
+                seen_ctype = True
+            if underscore and cfg.header_map != HEADER_MAP_DANGEROUS:
+                # forwarder headers are never honoured in a trailer
+                if cfg.header_map == HEADER_MAP_DROP:
+                    a = b + 2
+                    continue
+                raise InvalidHeaderName(name)
+            out.append((name, _latin1(p + vs, ve - vs)))
+            a = b + 2
+        return out
+
+
+cdef str _unquote(str path):
+    # urllib.parse.unquote_to_bytes(path).decode("latin-1"), for a path that
+    # holds printable ASCII only (the request line was checked).
+    if "%" not in path:
+        return path
+    cdef bytes raw = path.encode("ascii")
+    cdef const char *p = PyBytes_AS_STRING(raw)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(raw), i = 0, o = 0
+    cdef bytearray out = bytearray(n)
+    cdef unsigned char hi, lo
+    while i < n:
+        if p[i] == b'%' and n - i >= 3:
+            hi = HEXVAL[<unsigned char>p[i + 1]]
+            lo = HEXVAL[<unsigned char>p[i + 2]]
+            if hi != 0xFF and lo != 0xFF:
+                out[o] = (hi << 4) | lo
+                o += 1
+                i += 3
+                continue
+        out[o] = <unsigned char>p[i]
+        o += 1
+        i += 1
+    return out[:o].decode("latin-1")
+
+
+cdef class Body:
+    """wsgi.input: reads the request body as gunicorn's Body does."""
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        line = self.readline()
+        if not line:
+            raise StopIteration()
+        return line
+
+    cdef bint _is_done(self):
+        if self.kind == BODY_LENGTH:
+            return self.remaining == 0
+        return self.cstate == CH_DONE and not self.pending
+
+    cdef _send_continue(self):
+        # Expect: 100-continue is answered when the application first asks
+        # for the body, not before: an app that refuses the request never
+        # makes the client send it.
+        self.expect_continue = False
+        sock = self.parser.sock
+        if sock is not None:
+            sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    cdef bytes _read(self, Py_ssize_t size):
+        """Up to size bytes of body; b"" at its end."""
+        cdef RequestParser parser = self.parser
+        cdef Py_ssize_t avail, n
+        cdef bytes out
+        if size <= 0:
+            return b""
+        if self.expect_continue:
+            self._send_continue()
+        try:
+            if self.kind == BODY_LENGTH:
+                # at most one receive: read() gathers the pieces, so a large
+                # body never grows one buffer by repeated concatenation
+                if size > self.remaining:
+                    size = self.remaining
+                if size == 0:
+                    return b""
+                avail = PyBytes_GET_SIZE(parser.buf) - parser.pos
+                if avail == 0:
+                    if not parser._fill(self.remaining):
+                        # the connection ended short of Content-Length
+                        self.remaining = 0
+                        return b""
+                    avail = PyBytes_GET_SIZE(parser.buf) - parser.pos
+                n = size if avail >= size else avail
+                if n == PyBytes_GET_SIZE(parser.buf) and parser.pos == 0:
+                    out = parser.buf
+                else:
+                    out = parser.buf[parser.pos:parser.pos + n]
+                parser.pos += n
+                self.remaining -= n
+                return out
+            # chunked: decode ahead at least as gunicorn's readers do
+            self._decode(size if size > READ_STEP else READ_STEP)
+            n = len(self.pending)
+            if n <= size:
+                out = bytes(self.pending)
+                del self.pending[:]
+            else:
+                out = bytes(self.pending[:size])
+                del self.pending[:size]
+            return out
+        except BaseException:
+            self.failed = True
+            raise
+
+    cdef _decode(self, Py_ssize_t want):
+        while len(self.pending) < want and self.cstate != CH_DONE:
+            self._decode_step()
+
+    cdef bint _decode_step(self) except -1:
+        cdef RequestParser parser = self.parser
+        cdef const char *p
+        cdef const char *hit
+        cdef Py_ssize_t end, s, i, idx, semi, ze, n
+        cdef unsigned long long size
+        cdef unsigned char h
+        if self.cstate == CH_SIZE:
+            while True:
+                p = PyBytes_AS_STRING(parser.buf)
+                end = PyBytes_GET_SIZE(parser.buf)
+                s = parser.pos
+                idx = -1
+                i = s
+                while i < end:
+                    hit = <const char *>memchr(p + i, c'\r', end - i)
+                    if hit == NULL:
+                        break
+                    i = hit - p
+                    if i + 1 < end and p[i + 1] == b'\n':
+                        idx = i
+                        break
+                    i += 1
+                if idx >= 0:
+                    break
+                if end - s > self.limit_size_line:
+                    raise InvalidChunkSize(
+                        b"line over %d bytes with no terminator" % self.limit_size_line)
+                if not parser._fill(0):
+                    raise NoMoreData()
+            line = parser.buf[s:idx]
+            parser.pos = idx + 2
+            size_part, sep, ext = line.partition(b";")
+            if sep:
+                if b"\r" in ext:
+                    raise InvalidChunkExtension("bare CR not allowed")
+                size_part = size_part.rstrip(b" \t")
+            if not size_part:
+                raise InvalidChunkSize(size_part)
+            for h in size_part:
+                if HEXVAL[h] == 0xFF:
+                    raise InvalidChunkSize(size_part)
+            if sep and not CHUNK_EXT_RE.fullmatch(b";" + ext):
+                raise InvalidChunkExtension("invalid chunk extension")
+            size = 0
+            for h in size_part:
+                if size >> 60:
+                    size = <unsigned long long>sys.maxsize
+                    break
+                size = (size << 4) | HEXVAL[h]
+            if size > <unsigned long long>sys.maxsize:
+                size = <unsigned long long>sys.maxsize
+            if size == 0:
+                self._read_trailers()
+                self.cstate = CH_DONE
+            else:
+                self.chunk_left = <Py_ssize_t>size
+                self.cstate = CH_DATA
+            return True
+        if self.cstate == CH_DATA:
+            n = PyBytes_GET_SIZE(parser.buf) - parser.pos
+            if n == 0:
+                if not parser._fill(self.chunk_left):
+                    raise NoMoreData()
+                n = PyBytes_GET_SIZE(parser.buf) - parser.pos
+            if n > self.chunk_left:
+                n = self.chunk_left
+            self.pending += parser.buf[parser.pos:parser.pos + n]
+            parser.pos += n
+            self.chunk_left -= n
+            if self.chunk_left == 0:
+                self.cstate = CH_DATA_END
+            return True
+        if self.cstate == CH_DATA_END:
+            while PyBytes_GET_SIZE(parser.buf) - parser.pos < 2:
+                if not parser._fill(0):
+                    break
+            term = parser.buf[parser.pos:parser.pos + 2]
+            if term != b"\r\n":
+                raise ChunkMissingTerminator(term)
+            parser.pos += 2
+            self.cstate = CH_SIZE
+            return True
+        return False
+
+    cdef _read_trailers(self):
+        cdef RequestParser parser = self.parser
+        cdef const char *p
+        cdef const char *hit
+        cdef Py_ssize_t end, s, i, idx
+        cdef Py_ssize_t searched = -1
+        while True:
+            p = PyBytes_AS_STRING(parser.buf)
+            end = PyBytes_GET_SIZE(parser.buf)
+            s = parser.pos
+            if end - s >= 2 and p[s] == b'\r' and p[s + 1] == b'\n':
+                parser.pos = s + 2
+                return
+            idx = -1
+            i = s if searched < s else searched
+            while True:
+                hit = <const char *>memchr(p + i, c'\r', end - i)
+                if hit == NULL:
+                    break
+                i = hit - p
+                if end - i < 4:
+                    break
+                if p[i + 1] == b'\n' and p[i + 2] == b'\r' and p[i + 3] == b'\n':
+                    idx = i
+                    break
+                i += 1
+            if idx >= 0:
+                break
+            if end - s > self.limit_trailers:
+                raise LimitRequestHeaders("limit request trailer section size")
+            i = s
+            while True:
+                hit = <const char *>memchr(p + i, c'\n', end - i)
+                if hit == NULL:
+                    break
+                i = hit - p
+                if i == s or p[i - 1] != b'\r':
+                    raise InvalidHeader("bare LF as line terminator")
+                i += 1
+            searched = end - 3
+            if not parser._fill(0):
+                raise ChunkMissingTerminator(b"")
+        parser.pos = idx + 4
+        self.req.trailers = parser._trailers(self.req, s, idx)
+
+    # -- the file-like interface of gunicorn's Body ------------------------
+
+    def read(self, size=None):
+        cdef Py_ssize_t n = _getsize(size)
+        if n == 0:
+            return b""
+        if self.kind == BODY_LENGTH:
+            if n > self.remaining:
+                n = self.remaining
+            first = self._read(n)
+            if len(first) == n or not first:
+                return first
+            chunks = [first]
+            got = len(first)
+            while got < n:
+                data = self._read(n - got)
+                if not data:
+                    break
+                chunks.append(data)
+                got += len(data)
+            return b"".join(chunks)
+        if self.expect_continue:
+            self._send_continue()
+        try:
+            if n == sys.maxsize:
+                while self.cstate != CH_DONE:
+                    self._decode_step()
+            else:
+                self._decode(n if n > READ_STEP else READ_STEP)
+        except BaseException:
+            self.failed = True
+            raise
+        return self._read(n)
+
+    def readline(self, size=None):
+        cdef Py_ssize_t n = _getsize(size)
+        cdef RequestParser parser = self.parser
+        cdef Py_ssize_t avail, lim, idx
+        if n == 0:
+            return b""
+        if self.expect_continue:
+            self._send_continue()
+        if self.kind == BODY_LENGTH:
+            chunks = []
+            while n > 0 and self.remaining > 0:
+                lim = n if n < self.remaining else self.remaining
+                avail = PyBytes_GET_SIZE(parser.buf) - parser.pos
+                if avail == 0:
+                    try:
+                        if not parser._fill(self.remaining):
+                            break
+                    except BaseException:
+                        self.failed = True
+                        raise
+                    continue
+                if avail > lim:
+                    avail = lim
+                idx = parser.buf.find(b"\n", parser.pos, parser.pos + avail)
+                if idx >= 0:
+                    chunks.append(self._read(idx + 1 - parser.pos))
+                    break
+                data = self._read(avail)
+                chunks.append(data)
+                n -= len(data)
+            return b"".join(chunks)
+        # chunked
+        try:
+            while True:
+                idx = self.pending.find(b"\n", 0, n)
+                if idx >= 0 or len(self.pending) >= n or self.cstate == CH_DONE:
+                    break
+                self._decode(len(self.pending) + READ_STEP)
+        except BaseException:
+            self.failed = True
+            raise
+        if idx >= 0:
+            return self._read(idx + 1)
+        return self._read(n)
+
+    def readlines(self, size=None):
+        data = self.read()
+        out = []
+        while data:
+            pos = data.find(b"\n")
+            if pos < 0:
+                out.append(data)
+                break
+            out.append(data[:pos + 1])
+            data = data[pos + 1:]
+        return out
+
+
+cdef Py_ssize_t _getsize(size) except? -1:
+    if size is None:
+        return sys.maxsize
+    if not isinstance(size, int):
+        raise TypeError("size must be an integral type")
+    if size < 0 or size > sys.maxsize:
+        return sys.maxsize
+    return size

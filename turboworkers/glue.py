@@ -1,0 +1,62 @@
+"""What every turbo worker shares: the choice of HTTP code and the start checks."""
+from turboworkers import _ext
+
+
+class ConfigError(SystemExit):
+    """A setting this worker cannot honour: start-up stops with one line."""
+
+    def __init__(self, worker, message):
+        super().__init__("Error: %s: %s" % (worker, message))
+
+
+def check_settings(cfg, worker):
+    """Refuse, with one clear line, the settings a worker cannot honour."""
+    if worker == "SyncMutexWorker" and cfg.threads > 1:
+        raise ConfigError(worker, "threads = %d, but this worker serves one request at a "
+                          "time; use threads = 1 (as with -k sync, whose threads > 1 "
+                          "means gthread)" % cfg.threads)
+
+
+class HttpCore:
+    """The parser and response writer a worker uses for this deployment.
+
+    The Cython parser and writer when they are built and the settings allow
+    them; otherwise gunicorn's own HTTP code (``accelerated`` is False and
+    ``reason`` says why).
+    """
+
+    def __init__(self, cfg, log, multithread):
+        self.cfg = cfg
+        self.accelerated, self.reason = self._choose(cfg)
+        if self.accelerated:
+            self._parser_mod = _ext.http_parser
+            self._response_mod = _ext.response
+            self.config = _ext.http_parser.ParserConfig(cfg, multithread=multithread)
+            self._sendfile = cfg.sendfile is not False
+            self._is_ssl = bool(cfg.is_ssl)
+            self._uwsgi = getattr(cfg, "protocol", "http") == "uwsgi"
+            log.debug("turboworkers: Cython HTTP parser and response writer")
+        else:
+            log.info("turboworkers: gunicorn's HTTP parser (%s)", self.reason)
+
+    @staticmethod
+    def _choose(cfg):
+        if _ext.MODE != "accelerated":
+            if _ext.IMPORT_ERROR is not None:
+                return False, "extensions not importable: %s" % _ext.IMPORT_ERROR
+            return False, "TURBOWORKERS_NO_EXTENSIONS is set"
+        parser_setting = getattr(cfg, "http_parser", "auto")
+        if parser_setting != "auto":
+            return False, "http_parser = %s" % parser_setting
+        ok, why = _ext.http_parser.supports_config(cfg)
+        if not ok:
+            return False, "%s is done by gunicorn's parser" % why
+        return True, None
+
+    def parser(self, client, addr, server_name):
+        return self._parser_mod.RequestParser(self.config, client, addr, server_name, client)
+
+    def response(self, client, req):
+        return self._response_mod.Response(client, req.version, req.method, req.should_close(),
+                                           cfg_sendfile=self._sendfile, is_ssl=self._is_ssl,
+                                           uwsgi=self._uwsgi)

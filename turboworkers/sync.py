@@ -1,0 +1,146 @@
+"""SyncMutexWorker: gunicorn's sync worker, herd-free and on the Cython HTTP core.
+
+One request at a time, the connection closed after each response, exactly as
+``-k sync``. Only an idle worker waits for a connection, and the kernel wakes
+one of them per connection (see ``turboworkers.accept``).
+"""
+import errno
+import ssl
+import sys
+from datetime import datetime
+
+from gunicorn import http, sock, util
+from gunicorn.http.wsgi import FileWrapper
+from gunicorn.workers.sync import SyncWorker
+
+from turboworkers import accept as _accept
+from turboworkers import glue
+
+
+class SyncMutexWorker(SyncWorker):
+    """Drop-in for ``-k sync``: ``gunicorn -k turboworkers.SyncMutexWorker app:app``."""
+
+    @classmethod
+    def setup(cls):
+        # Runs in the master, at start and on every HUP: the lock file for
+        # deployments with several listeners is made once and then kept.
+        _accept.LockFile.ensure()
+
+    def init_process(self):
+        glue.check_settings(self.cfg, self.__class__.__name__)
+        super().init_process()
+
+    def run(self):
+        self.http = glue.HttpCore(self.cfg, self.log, multithread=False)
+        if 'h2' in self.cfg.http_protocols:
+            self.log.warning("HTTP/2 is not supported by %s; serving HTTP/1.1 only.",
+                             self.__class__.__name__)
+        self._ssl_context = sock.ssl_context(self.cfg) if self.cfg.is_ssl else None
+        self._listener_names = {}
+        wait = _accept.idle_wait(self.timeout)
+        if len(self.sockets) == 1:
+            acceptor = _accept.BlockingAccept(self.sockets[0], wait)
+        else:
+            acceptor = _accept.LockedAccept(self.sockets, wait, _accept.LockFile.ensure(),
+                                            self.notify, self.PIPE[0])
+        try:
+            while self.alive:
+                self.notify()
+                conn = acceptor.accept()
+                if conn is not None:
+                    self.handle(*conn)
+                elif not self.is_parent_alive():
+                    return
+        finally:
+            acceptor.close()
+
+    def listener_name(self, listener):
+        name = self._listener_names.get(listener)
+        if name is None:
+            name = self._listener_names[listener] = listener.getsockname()
+        return name
+
+    def handle(self, listener, client, addr):
+        if not self.http.accelerated:
+            return super().handle(listener, client, addr)
+        req = None
+        try:
+            if self._ssl_context is not None:
+                client = self._ssl_context.wrap_socket(
+                    client, server_side=True,
+                    suppress_ragged_eofs=self.cfg.suppress_ragged_eofs,
+                    do_handshake_on_connect=self.cfg.do_handshake_on_connect)
+            parser = self.http.parser(client, addr, self.listener_name(listener))
+            environ = parser.next_request()
+            if environ is None:
+                return
+            req = parser.req
+            self.handle_environ(listener, req, client, addr, environ)
+        except http.errors.NoMoreData as e:
+            self.log.debug("Ignored premature client disconnection. %s", e)
+        except StopIteration as e:
+            self.log.debug("Closing connection. %s", e)
+        except ssl.SSLError as e:
+            if e.args[0] == ssl.SSL_ERROR_EOF:
+                self.log.debug("ssl connection closed")
+                client.close()
+            else:
+                self.log.debug("Error processing SSL request.")
+                self.handle_error(req, client, addr, e)
+        except OSError as e:
+            if e.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
+                self.log.exception("Socket error processing request.")
+            elif e.errno == errno.ECONNRESET:
+                self.log.debug("Ignoring connection reset")
+            elif e.errno == errno.ENOTCONN:
+                self.log.debug("Ignoring socket not connected")
+            else:
+                self.log.debug("Ignoring EPIPE")
+        except BaseException as e:
+            self.handle_error(req, client, addr, e)
+        finally:
+            util.close_graceful(client)
+
+    def handle_environ(self, listener, req, client, addr, environ):
+        """Call the app for one parsed request and write its response."""
+        resp = None
+        try:
+            self.cfg.pre_request(self, req)
+            request_start = datetime.now()
+            resp = self.http.response(client, req)
+            environ["wsgi.early_hints"] = resp.send_early_hints
+            # like gunicorn's sync worker: one request per connection
+            resp.force_close()
+            self.nr += 1
+            if self.nr >= self.max_requests:
+                self.log.info("Autorestarting worker after current request.")
+                self.alive = False
+            respiter = self.wsgi(environ, resp.start_response)
+            try:
+                if isinstance(respiter, FileWrapper):
+                    resp.write_file(respiter)
+                elif type(respiter) is list or type(respiter) is tuple:
+                    resp.write_list(respiter)
+                else:
+                    for item in respiter:
+                        resp.write(item)
+                    resp.close()
+            finally:
+                request_time = datetime.now() - request_start
+                self.log.access(resp, req, environ, request_time)
+                if hasattr(respiter, "close"):
+                    respiter.close()
+        except OSError:
+            util.reraise(*sys.exc_info())
+        except (Exception, SystemExit):
+            if resp is not None and resp.headers_sent:
+                # Headers are out: a 500 now would corrupt the response.
+                self.log.exception("Error handling request")
+                util.close_graceful(client)
+                raise StopIteration()
+            raise
+        finally:
+            try:
+                self.cfg.post_request(self, req, environ, resp)
+            except Exception:
+                self.log.exception("Exception in post_request hook")

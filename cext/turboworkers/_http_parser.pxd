@@ -64,6 +64,7 @@ cdef class Request:
     cdef public object query
     cdef public object fragment
     cdef public tuple version
+    cdef public object protocol               # SERVER_PROTOCOL
     cdef public object scheme
     cdef public object body
     cdef public list trailers
@@ -113,7 +114,8 @@ cdef class RequestParser:
     cdef _append(self, data)
     cdef object _parse_head(self)
     cdef bint _finish_buffered(self) except -1
-    cdef object _build(self, const char *p, Py_ssize_t rl_end, Py_ssize_t h_start, Py_ssize_t h_end)
+    cdef _request_line(self, const char *p, Py_ssize_t rl_end)
+    cdef object _build(self, const char *p, Py_ssize_t h_start, Py_ssize_t h_end)
     cdef _framing(self, Request req, Body body, list framing)
     cdef _unix_server(self, dict env, host, scheme)
     cdef list _trailers(self, Request req, Py_ssize_t a, Py_ssize_t h_end)

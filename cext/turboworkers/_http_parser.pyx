@@ -535,6 +535,7 @@ cdef class RequestParser:
             rl_end = i - 1
             if limit > 0 and rl_end - s > limit:
                 raise LimitRequestLine(rl_end - s, limit)
+            self._request_line(p, rl_end)
             self.hdr_start = i + 1
             self.scan = i + 1
             self.resumed = False
@@ -582,24 +583,19 @@ cdef class RequestParser:
                 self.scan = end
                 return None
             body_start = h_end + 4
-        env = self._build(p, self.hdr_start - 2, hs, h_end)
+        env = self._build(p, hs, h_end)
         self.pos = body_start
         self.state = ST_BODY
         return env
 
-    cdef object _build(self, const char *p, Py_ssize_t rl_end, Py_ssize_t h_start, Py_ssize_t h_end):
-        """Validate the request line and headers; return the environ."""
+    cdef _request_line(self, const char *p, Py_ssize_t rl_end):
+        """Validate the request line as soon as it is complete, as gunicorn does."""
         cdef ParserConfig cfg = self.config
         cdef Py_ssize_t s = self.line_start
         cdef Py_ssize_t sp1, sp2, i, j, a, b, colon, vs, ve, n, k
         cdef const char *hit
         cdef unsigned char c
         cdef int kind, major, minor
-        cdef Py_ssize_t kept = 0
-        cdef bint seen_host = False, seen_ctype = False, scheme_set = False
-        cdef bint underscore, found
-        cdef object key, value, old, name_str
-        cdef char *kp
         cdef bytes nb
         cdef str method, uri, path, query, fragment
 
@@ -613,9 +609,6 @@ cdef class RequestParser:
         req.remote_addr = self.peer_addr
         req.req_number = self.req_count
         req.scheme = cfg.default_scheme
-        req._head = self.buf
-        req._head_start = h_start
-        req._head_end = h_end
         self.req = req
 
         # -- request line: method SP target SP version ----------------------
@@ -709,14 +702,34 @@ cdef class RequestParser:
             protocol = "HTTP/%d.%d" % (major, minor)
             if major != 1 and not cfg.permit_unconventional_version:
                 raise InvalidHTTPVersion(req.version)
+        req.protocol = protocol
+
+    cdef object _build(self, const char *p, Py_ssize_t h_start, Py_ssize_t h_end):
+        """Validate the header block of self.req; return the environ."""
+        cdef ParserConfig cfg = self.config
+        cdef Request req = self.req
+        cdef Py_ssize_t i, j, a, b, colon, vs, ve, n, k
+        cdef const char *hit
+        cdef unsigned char c
+        cdef int kind
+        cdef Py_ssize_t kept = 0
+        cdef bint seen_host = False, seen_ctype = False, scheme_set = False
+        cdef bint underscore, found
+        cdef object key, value, old
+        cdef char *kp
+        cdef bytes nb
+        cdef str path = req.path
+        req._head = self.buf
+        req._head_start = h_start
+        req._head_end = h_end
 
         # -- header fields ----------------------------------------------------
         cdef dict env = PyDict_Copy(cfg.base_environ)
         env[K_SOCKET] = self.sock
-        env[K_METHOD] = method
-        env[K_QUERY] = query
-        env[K_RAW_URI] = uri
-        env[K_PROTOCOL] = protocol
+        env[K_METHOD] = req.method
+        env[K_QUERY] = req.query
+        env[K_RAW_URI] = req.uri
+        env[K_PROTOCOL] = req.protocol
         host = None
         script_name = cfg.script_name
         framing = None          # [(is_te, value)] for Content-Length / Transfer-Encoding
@@ -1218,7 +1231,7 @@ cdef class Body:
         cdef const char *p
         cdef const char *hit
         cdef Py_ssize_t end, s, i, idx
-        cdef Py_ssize_t searched = -1
+        cdef Py_ssize_t searched = 0     # relative to the start of the trailers
         while True:
             p = PyBytes_AS_STRING(parser.buf)
             end = PyBytes_GET_SIZE(parser.buf)
@@ -1227,7 +1240,7 @@ cdef class Body:
                 parser.pos = s + 2
                 return
             idx = -1
-            i = s if searched < s else searched
+            i = s + searched
             while True:
                 hit = <const char *>memchr(p + i, c'\r', end - i)
                 if hit == NULL:
@@ -1252,7 +1265,8 @@ cdef class Body:
                 if i == s or p[i - 1] != b'\r':
                     raise InvalidHeader("bare LF as line terminator")
                 i += 1
-            searched = end - 3
+            # a terminator can only start in the last three bytes seen
+            searched = end - s - 3 if end - s > 3 else 0
             if not parser._fill(0):
                 raise ChunkMissingTerminator(b"")
         parser.pos = idx + 4

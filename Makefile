@@ -41,5 +41,20 @@ test-pure:
 	@echo "== pure mode (TURBOWORKERS_NO_EXTENSIONS=1) =="
 	TURBOWORKERS_NO_EXTENSIONS=1 TURBOWORKERS_EXPECT_MODE=pure $(PY) -m pytest -q $(PYTEST_ARGS)
 
+# The benchmark (bench/): installs what is missing (Debian tools as root, peers
+# in the venv), builds the extensions, runs every scenario (<= 15 min), then
+# the parser micro-benchmark. Results in bench/results/.
+bench:
+	$(MAKE) --no-print-directory build || echo "bench: build failed; turbo workers run as they import (the report shows the mode)"
+	sh bench/install.sh $(PY)
+	$(PY) -m bench --preset full
+	$(PY) -m bench.parser
+
+# hello world (1 worker, 50 keep-alive connections) and the herd with fewer peers (<= 3 min)
+bench-quick:
+	$(MAKE) --no-print-directory build || echo "bench: build failed; turbo workers run as they import (the report shows the mode)"
+	sh bench/install.sh $(PY)
+	$(PY) -m bench --preset quick
+
 clean:
 	rm -rf build turboworkers/*.so cext/*.c *.egg-info

@@ -1,0 +1,581 @@
+"""The arithmetic and parsing of the benchmark harness (bench/).
+
+No server is started and nothing is timed: the wrk and ab outputs below were
+captured from real runs of wrk 4.1.0 and ab 2.3 on loopback, against small
+local servers made to answer slowly, with errors, or by closing connections.
+"""
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from bench import loadgen, procfs, report, stats  # noqa: E402
+from bench.scenarios import PRESETS, SCENARIOS  # noqa: E402
+from bench.servers import SERVERS, availability, nginx_conf  # noqa: E402
+
+# ------------------------------------------------------------------ samples
+
+WRK_OK = """\
+Running 2s test @ http://127.0.0.1:18444/
+  1 threads and 4 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     4.14ms    3.56ms  17.70ms   82.89%
+    Req/Sec     1.12k   413.51     1.80k    65.00%
+  Latency Distribution
+     50%    2.76ms
+     75%    5.48ms
+     90%    9.08ms
+     99%   15.90ms
+  2223 requests in 2.00s, 251.84KB read
+Requests/sec:   1111.25
+Transfer/sec:    125.89KB
+"""
+
+WRK_NON2XX = """\
+Running 2s test @ http://127.0.0.1:18444/mixed
+  1 threads and 4 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     3.34ms    2.97ms  16.85ms   85.07%
+    Req/Sec     1.38k   650.77     3.75k    80.00%
+  Latency Distribution
+     50%    1.79ms
+     75%    4.87ms
+     90%    7.61ms
+     99%   13.14ms
+  2755 requests in 2.00s, 315.12KB read
+  Non-2xx or 3xx responses: 772
+Requests/sec:   1374.26
+Transfer/sec:    157.19KB
+"""
+
+WRK_TIMEOUTS = """\
+Running 2s test @ http://127.0.0.1:18444/slow
+  2 threads and 10 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     0.00us    0.00us   0.00us    -nan%
+    Req/Sec     3.00      0.00     3.00    100.00%
+  Latency Distribution
+     50%    0.00us
+     75%    0.00us
+     90%    0.00us
+     99%    0.00us
+  5 requests in 2.00s, 580.00B read
+  Socket errors: connect 0, read 0, write 0, timeout 5
+Requests/sec:      2.50
+Transfer/sec:     289.53B
+"""
+
+WRK_SECONDS = """\
+Running 4s test @ http://127.0.0.1:18444/slow
+  1 threads and 3 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     1.20s     4.36ms   1.21s    77.78%
+    Req/Sec     6.00      9.38    20.00     75.00%
+  Latency Distribution
+     50%    1.20s 
+     75%    1.20s 
+     90%    1.21s 
+     99%    1.21s 
+  9 requests in 4.02s, 1.02KB read
+Requests/sec:      2.24
+Transfer/sec:     259.48B
+"""
+
+WRK_READ_ERRORS = """\
+Running 2s test @ http://127.0.0.1:18446/
+  1 threads and 2 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   524.84us    1.59ms  18.17ms   91.67%
+    Req/Sec     4.24k     1.63k   10.69k    95.00%
+  Latency Distribution
+     50%   39.00us
+     75%   79.00us
+     90%    1.54ms
+     99%    8.35ms
+  8465 requests in 2.01s, 330.66KB read
+  Socket errors: connect 0, read 12697, write 0, timeout 0
+Requests/sec:   4212.66
+Transfer/sec:    164.56KB
+"""
+
+WRK_REFUSED = "unable to connect to 127.0.0.1:18445 Connection refused\n"
+
+AB_HEAD = """\
+This is ApacheBench, Version 2.3 <$Revision$>
+Copyright 1996 Adam Twiss, Zeus Technology Ltd, http://www.zeustech.net/
+Licensed to The Apache Software Foundation, http://www.apache.org/
+
+Benchmarking 127.0.0.1 (be patient)
+Completed 100 requests
+Completed 200 requests
+Completed 300 requests
+Finished 300 requests
+
+
+Server Software:        WSGIServer/0.2
+Server Hostname:        127.0.0.1
+Server Port:            18444
+
+"""
+
+AB_OK = AB_HEAD + """\
+Document Path:          /
+Document Length:        2 bytes
+
+Concurrency Level:      4
+Time taken for tests:   0.260 seconds
+Complete requests:      300
+Failed requests:        0
+Total transferred:      34800 bytes
+HTML transferred:       600 bytes
+Requests per second:    1155.09 [#/sec] (mean)
+Time per request:       3.463 [ms] (mean)
+Time per request:       0.866 [ms] (mean, across all concurrent requests)
+Transfer rate:          130.85 [Kbytes/sec] received
+
+Connection Times (ms)
+              min  mean[+/-sd] median   max
+Connect:        0    0   0.1      0       1
+Processing:     0    3   5.2      1      16
+Waiting:        0    3   5.2      1      16
+Total:          1    3   5.2      1      16
+
+Percentage of the requests served within a certain time (ms)
+  50%      1
+  66%      1
+  75%      1
+  80%      2
+  90%     16
+  95%     16
+  98%     16
+  99%     16
+ 100%     16 (longest request)
+"""
+
+AB_LENGTH = AB_HEAD + """\
+Document Path:          /rand
+Document Length:        1 bytes
+
+Concurrency Level:      4
+Time taken for tests:   0.084 seconds
+Complete requests:      300
+Failed requests:        283
+   (Connect: 0, Receive: 0, Length: 283, Exceptions: 0)
+Total transferred:      37562 bytes
+HTML transferred:       3190 bytes
+Requests per second:    3583.80 [#/sec] (mean)
+Time per request:       1.116 [ms] (mean)
+Time per request:       0.279 [ms] (mean, across all concurrent requests)
+Transfer rate:          438.20 [Kbytes/sec] received
+
+Percentage of the requests served within a certain time (ms)
+  50%      1
+  66%      1
+  75%      1
+  80%      1
+  90%      1
+  95%      2
+  98%      2
+  99%      3
+ 100%      3 (longest request)
+"""
+
+AB_NON2XX = AB_HEAD + """\
+Document Path:          /mixed
+Document Length:        2 bytes
+
+Concurrency Level:      4
+Time taken for tests:   0.079 seconds
+Complete requests:      300
+Failed requests:        107
+   (Connect: 0, Receive: 0, Length: 107, Exceptions: 0)
+Non-2xx responses:      107
+Total transferred:      35228 bytes
+HTML transferred:       814 bytes
+Requests per second:    3808.07 [#/sec] (mean)
+Time per request:       1.050 [ms] (mean)
+Time per request:       0.263 [ms] (mean, across all concurrent requests)
+Transfer rate:          436.69 [Kbytes/sec] received
+
+Percentage of the requests served within a certain time (ms)
+  50%      1
+  66%      1
+  75%      1
+  80%      1
+  90%      1
+  95%      2
+  98%      2
+  99%      2
+ 100%      2 (longest request)
+"""
+
+AB_CSV = "Percentage served,Time in ms\n0,1.161\n1,1.292\n49,3.881\n50,3.915\n98,12.236\n" \
+         "99,13.036\n100,14.488\n"
+
+
+# ------------------------------------------------------------------ wrk
+
+def test_wrk_plain():
+    r = loadgen.parse_wrk(WRK_OK)
+    assert r["rps"] == 1111.25
+    assert r["requests"] == 2223 and r["seconds"] == 2.0
+    assert r["p50_ms"] == pytest.approx(2.76)
+    assert r["p99_ms"] == pytest.approx(15.90)
+    assert r["avg_ms"] == pytest.approx(4.14)
+    assert r["latency_ms"] == {50.0: 2.76, 75.0: 5.48, 90.0: 9.08, 99.0: 15.90}
+    assert r["failed"] == 0 and r["non2xx"] == 0
+    assert r["socket_errors"] == {"connect": 0, "read": 0, "write": 0, "timeout": 0}
+
+
+def test_wrk_non2xx_counts_as_failed():
+    r = loadgen.parse_wrk(WRK_NON2XX)
+    assert r["non2xx"] == 772 and r["failed"] == 772
+    assert r["rps"] == 1374.26
+
+
+def test_wrk_timeouts_and_microseconds():
+    r = loadgen.parse_wrk(WRK_TIMEOUTS)
+    assert r["socket_errors"]["timeout"] == 5
+    assert r["failed"] == 5
+    assert r["p50_ms"] == 0.0 and r["p99_ms"] == 0.0
+
+
+def test_wrk_seconds_unit():
+    r = loadgen.parse_wrk(WRK_SECONDS)
+    assert r["p50_ms"] == pytest.approx(1200.0)
+    assert r["p99_ms"] == pytest.approx(1210.0)
+    assert r["avg_ms"] == pytest.approx(1200.0)
+    assert r["seconds"] == pytest.approx(4.02)
+
+
+def test_wrk_read_errors_and_mixed_units():
+    r = loadgen.parse_wrk(WRK_READ_ERRORS)
+    assert r["socket_errors"] == {"connect": 0, "read": 12697, "write": 0, "timeout": 0}
+    assert r["failed"] == 12697
+    assert r["p50_ms"] == pytest.approx(0.039)
+    assert r["latency_ms"][90.0] == pytest.approx(1.54)
+    assert r["p99_ms"] == pytest.approx(8.35)
+    assert r["avg_ms"] == pytest.approx(0.52484)
+
+
+def test_wrk_that_did_not_run():
+    with pytest.raises(ValueError):
+        loadgen.parse_wrk(WRK_REFUSED)
+
+
+@pytest.mark.parametrize("number,unit,ms", [
+    ("263.35", "us", 0.26335), ("2.5", "ms", 2.5), ("1.5", "s", 1500.0), ("1", "m", 60000.0)])
+def test_duration_units(number, unit, ms):
+    assert loadgen.duration_ms(number, unit) == pytest.approx(ms)
+
+
+def test_wrk_argv_whole_seconds():
+    argv = loadgen.wrk_argv("http://127.0.0.1:1/", 50, 5.0)
+    assert argv[:2] == ["wrk", "--latency"] and "-d5s" in argv and "-c50" in argv
+
+
+# ------------------------------------------------------------------ ab
+
+def test_ab_plain():
+    r = loadgen.parse_ab(AB_OK)
+    assert r["rps"] == 1155.09
+    assert r["requests"] == 300 and r["seconds"] == 0.26
+    assert r["p50_ms"] == 1.0 and r["p99_ms"] == 16.0
+    assert r["latency_ms"][100.0] == 16.0
+    assert r["avg_ms"] == pytest.approx(3.463)
+    assert r["failed"] == 0 and r["non2xx"] == 0
+
+
+def test_ab_csv_percentiles_preferred():
+    r = loadgen.parse_ab(AB_OK, AB_CSV)
+    assert r["p50_ms"] == pytest.approx(3.915)
+    assert r["p99_ms"] == pytest.approx(13.036)
+    assert loadgen.parse_ab_csv(AB_CSV)[0.0] == pytest.approx(1.161)
+
+
+def test_ab_length_failures():
+    r = loadgen.parse_ab(AB_LENGTH)
+    assert r["failed"] == 283
+    assert r["socket_errors"]["length"] == 283 and r["non2xx"] == 0
+    assert r["p99_ms"] == 3.0
+
+
+def test_ab_non2xx_counted_once():
+    # ab reports the 107 error answers both as Non-2xx and as Length failures
+    r = loadgen.parse_ab(AB_NON2XX)
+    assert r["non2xx"] == 107
+    assert r["failed"] == 107
+
+
+def test_ab_without_result():
+    with pytest.raises(ValueError):
+        loadgen.parse_ab("apr_socket_connect(): Connection refused (111)\n")
+
+
+def test_ab_argv_bounded():
+    argv = loadgen.ab_argv("http://127.0.0.1:1/", 8, 20000, 5.0, "/tmp/x.csv")
+    # -t must come before -n, or ab's -t resets the count to 50000
+    assert argv.index("-t") < argv.index("-n")
+    assert argv[argv.index("-n") + 1] == "20000" and argv[argv.index("-c") + 1] == "8"
+    assert "-e" in argv and "-r" in argv
+
+
+# ------------------------------------------------------------------ stats
+
+def test_jain_even_and_one_worker():
+    assert stats.jain([5] * 8) == pytest.approx(1.0)
+    assert stats.jain([500], n=8) == pytest.approx(1 / 8)
+    assert stats.jain([500, 0, 0, 0, 0, 0, 0, 0]) == pytest.approx(1 / 8)
+
+
+def test_jain_known_spread():
+    counts = [115, 111, 105, 58, 43, 25, 23, 20]
+    expected = 500 ** 2 / (8 * sum(c * c for c in counts))
+    assert stats.jain(counts) == pytest.approx(expected)
+    assert stats.jain(counts) == pytest.approx(0.72107, abs=1e-5)
+
+
+def test_jain_pads_idle_workers_with_zero():
+    assert stats.jain([10, 10], n=4) == pytest.approx(0.5)
+    assert stats.jain([491, 9], n=8) == pytest.approx(500 ** 2 / (8 * (491 ** 2 + 81)))
+
+
+def test_jain_edge_cases():
+    assert stats.jain([], n=8) is None
+    assert stats.jain([0, 0, 0]) is None
+    with pytest.raises(ValueError):
+        stats.jain([1, 2, 3], n=2)
+
+
+def test_median():
+    assert stats.median([3, 1, 2]) == 2
+    assert stats.median([4, 1, 3, 2]) == 2.5
+    assert stats.median([None, 5, float("nan"), 1, 3]) == 3
+    assert stats.median([]) is None and stats.median([None]) is None
+
+
+def test_ratio_and_paired_ratio():
+    assert stats.ratio(10, 4) == 2.5
+    assert stats.ratio(1, 0) is None and stats.ratio(None, 1) is None
+    # per-round ratios 2.0, 1.0, 3.0 -> median 2.0, while the ratio of the
+    # medians would be 20/10
+    assert stats.paired_ratio([20, 10, 30], [10, 10, 10]) == 2.0
+    assert stats.paired_ratio([20, None, 30], [10, 10, 0]) == 2.0
+    assert stats.paired_ratio([None], [1]) is None
+
+
+def test_best():
+    assert stats.best({"a": 1, "b": 3, "c": None}) == ("b", 3)
+    assert stats.best({}) == (None, None)
+
+
+def test_percentile_nearest_rank():
+    vals = list(range(1, 101))
+    assert loadgen.percentile(vals, 50) == 50
+    assert loadgen.percentile(vals, 99) == 99
+    assert loadgen.percentile([7], 99) == 7
+    assert loadgen.percentile([], 50) is None
+
+
+# ------------------------------------------------------------------ /proc
+
+def _task(root, pid, tid, vol, nonvol, children=None):
+    d = root / str(pid) / "task" / str(tid)
+    d.mkdir(parents=True)
+    (d / "status").write_text(
+        "Name:\tpython\nState:\tS (sleeping)\nTgid:\t%d\nPid:\t%d\n"
+        "voluntary_ctxt_switches:\t%d\nnonvoluntary_ctxt_switches:\t%d\n"
+        % (pid, tid, vol, nonvol))
+    if children is not None:
+        (d / "children").write_text(" ".join(str(c) for c in children) + (" " if children else ""))
+
+
+def _proc(root, pid, ppid, comm="python", rss_kib=None):
+    d = root / str(pid)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "stat").write_text("%d (%s) S %d %d %d 0 -1 4194560 0 0 0 0\n" % (pid, comm, ppid, pid, pid))
+    status = "Name:\t%s\nPid:\t%d\nPPid:\t%d\n" % (comm, pid, ppid)
+    if rss_kib is not None:
+        status += "VmRSS:\t  %d kB\n" % rss_kib
+    (d / "status").write_text(status)
+
+
+def test_context_switches_sum_every_thread(tmp_path):
+    _task(tmp_path, 200, 200, 10, 2)
+    _task(tmp_path, 200, 201, 5, 1)
+    _task(tmp_path, 200, 202, 0, 7)
+    _task(tmp_path, 300, 300, 100, 3)
+    assert procfs.context_switches(200, root=str(tmp_path)) == 25
+    assert procfs.context_switches(300, root=str(tmp_path)) == 103
+    assert procfs.total_context_switches([200, 300], root=str(tmp_path)) == 128
+    # a process that is gone counts as 0
+    assert procfs.context_switches(999, root=str(tmp_path)) == 0
+
+
+def test_children_from_task_children_files(tmp_path):
+    _task(tmp_path, 100, 100, 0, 0, children=[201, 202])
+    _task(tmp_path, 100, 101, 0, 0, children=[203])
+    assert procfs.children(100, root=str(tmp_path)) == [201, 202, 203]
+
+
+def test_children_fallback_scans_ppid(tmp_path):
+    _proc(tmp_path, 100, 1)
+    (tmp_path / "100" / "task" / "100").mkdir(parents=True)   # no children file
+    _proc(tmp_path, 201, 100, comm="gunicorn: worker [app]")
+    _proc(tmp_path, 202, 100, comm="odd ) name (x")
+    _proc(tmp_path, 300, 1)
+    (tmp_path / "self").mkdir()
+    assert procfs.children(100, root=str(tmp_path)) == [201, 202]
+    assert procfs.ppid_of(202, root=str(tmp_path)) == 100
+
+
+def test_descendants(tmp_path):
+    _task(tmp_path, 10, 10, 0, 0, children=[11])
+    _task(tmp_path, 11, 11, 0, 0, children=[12, 13])
+    _task(tmp_path, 12, 12, 0, 0, children=[])
+    _task(tmp_path, 13, 13, 0, 0, children=[])
+    assert procfs.descendants(10, root=str(tmp_path)) == [11, 12, 13]
+
+
+def test_rss(tmp_path):
+    _proc(tmp_path, 50, 1, rss_kib=20480)
+    _proc(tmp_path, 51, 1)
+    assert procfs.rss_kib(50, root=str(tmp_path)) == 20480
+    assert procfs.rss_kib(51, root=str(tmp_path)) is None
+    assert procfs.rss_kib(52, root=str(tmp_path)) is None
+
+
+# ------------------------------------------------------------------ report
+
+def _rec(name, family, rps, stock=(), status="ok", **extra):
+    runs = [dict({"round": i + 1, "rps": v, "p50_ms": 1.0, "p99_ms": 2.0, "failed": 0,
+                  "rss_kib": [20480, 22528]}, **extra) for i, v in enumerate(rps)]
+    return {"name": name, "title": name, "family": family, "style": "sync",
+            "stock": list(stock), "status": status, "reason": None, "runs": runs}
+
+
+def test_summary_medians_and_ratios():
+    results = {"meta": {}, "scenarios": [{
+        "name": "hello-1w", "title": "t", "load": "wrk", "app": "hello", "workers": 1,
+        "servers": [
+            _rec("turbo-sync", "turbo", [300, 200, 330], stock=("sync-py", "sync-fast")),
+            _rec("sync-py", "stock", [100, 100, 110]),
+            _rec("sync-fast", "stock", [150, 100, 165]),
+            _rec("bjoern", "peer", [200, 200, 200]),
+            _rec("nginx", "ceiling", [1000, 1000, 1000]),
+            _rec("turbo-thread", "turbo", [], status="skipped"),
+        ]}]}
+    report.summarize(results)
+    recs = {r["name"]: r for r in results["scenarios"][0]["servers"]}
+    s = recs["turbo-sync"]["summary"]
+    assert s["rps"] == 300 and s["rounds"] == 3
+    assert s["rss_mb_per_worker"] == pytest.approx(21.0)
+    q = s["ratios"]
+    assert q["vs_stock_py"] == pytest.approx(3.0)          # 3.0, 2.0, 3.0
+    assert q["vs_stock_fast"] == pytest.approx(2.0)        # 2.0, 2.0, 2.0
+    assert q["best_peer"] == "bjoern"                       # nginx is the ceiling, not a peer
+    assert q["vs_best_peer"] == pytest.approx(1.5)
+    assert q["vs_ceiling"] == pytest.approx(0.3)
+    assert recs["bjoern"]["summary"]["ratios"]["best_peer"] == "sync-fast"
+    assert "vs_best_peer" not in recs["nginx"]["summary"]["ratios"]
+    assert recs["turbo-thread"]["summary"] == {}
+    md = "\n".join(report.scenario_table(results["scenarios"][0]))
+    assert "| turbo-sync | 300 |" in md and "3.00×" in md
+    assert "turbo-thread" in report.not_run(results)
+
+
+def test_summary_herd():
+    def herd(name, family, cs, per_worker, stock=()):
+        rec = _rec(name, family, [10, 10, 10], stock=stock)
+        for run, c, pw in zip(rec["runs"], cs, per_worker):
+            run.update(cs_per_request=c, per_worker=pw, jain=stats.jain(pw))
+        return rec
+    results = {"meta": {}, "scenarios": [{
+        "name": "herd-8w", "title": "t", "load": "sequential", "app": "hello", "workers": 8,
+        "servers": [
+            herd("turbo-sync", "turbo", [1.0, 1.2, 1.1], [[63] * 7 + [59]] * 3,
+                 stock=("sync-py", "sync-fast")),
+            herd("sync-py", "stock", [10.0, 12.0, 11.0],
+                 [[115, 111, 105, 58, 43, 25, 23, 20], [500, 0, 0, 0, 0, 0, 0, 0],
+                  [100, 100, 100, 100, 50, 50, 0, 0]]),
+        ]}]}
+    report.summarize(results)
+    recs = {r["name"]: r for r in results["scenarios"][0]["servers"]}
+    s = recs["sync-py"]["summary"]
+    assert s["cs_per_request"] == 11.0
+    # Jain per round: 0.721, 0.125, 0.694; the spread shown is the median round's
+    assert s["jain"] == pytest.approx(500 ** 2 / (8 * 45000))
+    assert s["per_worker"] == [100, 100, 100, 100, 50, 50, 0, 0]
+    q = recs["turbo-sync"]["summary"]["ratios"]
+    assert q["vs_stock_py"] == pytest.approx(0.1)           # context switches: lower is better
+    assert "vs_best_peer" not in q
+    assert "requests per worker" in "\n".join(report.scenario_table(results["scenarios"][0]))
+
+
+# ------------------------------------------------------------------ registry and config
+
+def test_registry_pairs_turbo_with_stock():
+    for name, server in SERVERS.items():
+        for twin in server.stock:
+            assert SERVERS[twin].family == "stock" and SERVERS[twin].style == server.style
+    for scen in SCENARIOS.values():
+        assert set(scen.servers) <= set(SERVERS)
+    for preset in PRESETS.values():
+        assert set(preset["scenarios"]) <= set(SCENARIOS)
+
+
+def test_availability_reasons():
+    probe = {"turboworkers": {"ok": True}, "modules": {"gevent": {"ok": False,
+                                                                   "reason": "ImportError: x"}},
+             "turbo": {"SyncMutexWorker": {"ok": True},
+                       "EpollThreadWorker": {"ok": False, "reason": "not built yet"}}}
+    assert availability(SERVERS["turbo-sync"], probe) is None
+    assert availability(SERVERS["turbo-thread"], probe) == "not built yet"
+    assert availability(SERVERS["turbo-gevent"], probe) == "not built yet"
+    assert "not installed" in availability(SERVERS["gevent-py"], probe)
+
+
+def test_nginx_conf_stays_in_tmpdir(tmp_path):
+    text = nginx_conf(str(tmp_path), "127.0.0.1", 12345, 8)
+    assert "daemon off;" in text and "worker_processes 8;" in text
+    assert "listen 127.0.0.1:12345;" in text
+    for key in ("pid ", "error_log ", "client_body_temp_path "):
+        line = [ln for ln in text.splitlines() if ln.strip().startswith(key)][0]
+        assert str(tmp_path) in line
+    assert 'return 200 "Hello, World!"' in text
+
+
+def test_parse_response():
+    from bench.procs import parse_response
+    status, headers, body = parse_response(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\nX-Worker-Pid: 4242\r\n\r\nHello, World!")
+    assert status == 200 and headers["x-worker-pid"] == "4242" and body == b"Hello, World!"
+    with pytest.raises(ValueError):
+        parse_response(b"HTTP/1.1 200 OK\r\n")
+
+
+def test_hello_app_body_and_pid_header():
+    from bench.apps import hello
+    seen = {}
+
+    def start_response(status, headers):
+        seen["status"], seen["headers"] = status, dict(headers)
+    body = b"".join(hello.app({}, start_response))
+    assert body == b"Hello, World!" and len(body) == 13
+    assert seen["headers"]["Content-Length"] == "13"
+    assert seen["headers"]["X-Worker-Pid"] == str(os.getpid())
+
+
+def test_cli_arguments():
+    from bench.run import estimate_seconds, parse_args
+    args = parse_args(["--preset", "quick", "--scenario", "hello-1w,herd-8w", "--duration", "2.5"])
+    assert args.duration == 3.0            # wrk counts whole seconds
+    assert args.rounds == 3 and args.scenario == ["hello-1w", "herd-8w"]
+    with pytest.raises(SystemExit):
+        parse_args(["--scenario", "nope"])
+    plan = [(SCENARIOS["hello-1w"], [(SERVERS["sync-py"], None), (SERVERS["nginx"], "x")])]
+    assert estimate_seconds(plan, args) > args.rounds * args.duration

@@ -24,6 +24,7 @@ cdef class ParserConfig:
     cdef list allow_ips
     cdef list allow_networks
     cdef bint allow_all
+    cdef dict trust_cache                     # peer host -> trusted
     cdef bint is_ssl
     cdef object default_scheme
     cdef object script_name                   # os.environ SCRIPT_NAME at start
@@ -36,7 +37,7 @@ cdef class Body:
     # wsgi.input: the body reader of one request, reading from its parser's
     # buffer first and then from the connection.
     cdef RequestParser parser
-    cdef object req
+    cdef list trailers                        # the request's trailer list
     cdef int kind                             # BODY_LENGTH or BODY_CHUNKED
     cdef Py_ssize_t remaining                 # BODY_LENGTH: bytes still to come
     cdef bytearray pending                    # BODY_CHUNKED: decoded, not yet returned
@@ -67,7 +68,7 @@ cdef class Request:
     cdef public object protocol               # SERVER_PROTOCOL
     cdef public object scheme
     cdef public object body
-    cdef public list trailers
+    cdef object _trailers                     # a list; None until asked for
     cdef public object peer_addr
     cdef public object remote_addr
     cdef public bint must_close
@@ -97,6 +98,7 @@ cdef class RequestParser:
     cdef object remote_port_str
     cdef object server_name
     cdef object server_port
+    cdef dict base_environ                    # per connection
     # receive buffer: bytes in [pos, len(buf)) are not consumed yet
     cdef bytes buf
     cdef Py_ssize_t pos
@@ -118,4 +120,4 @@ cdef class RequestParser:
     cdef object _build(self, const char *p, Py_ssize_t h_start, Py_ssize_t h_end)
     cdef _framing(self, Request req, Body body, list framing)
     cdef _unix_server(self, dict env, host, scheme)
-    cdef list _trailers(self, Request req, Py_ssize_t a, Py_ssize_t h_end)
+    cdef list _trailers(self, object req, Py_ssize_t a, Py_ssize_t h_end)

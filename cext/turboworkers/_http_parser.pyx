@@ -7,6 +7,7 @@
 # reference parser (gunicorn.http.message) so that the same bytes, received in
 # the same pieces, are accepted or refused the same way with the same error.
 
+import ipaddress
 import os
 import sys
 
@@ -14,7 +15,8 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStri
 from cpython.dict cimport PyDict_SetItem, PyDict_GetItem, PyDict_Copy
 from cpython.unicode cimport PyUnicode_DecodeLatin1
 from cpython.object cimport PyObject
-from libc.string cimport memchr, memcmp
+from libc.stdint cimport uint64_t
+from libc.string cimport memchr, memcmp, memcpy
 
 from gunicorn import SERVER_SOFTWARE
 from gunicorn.http.errors import (
@@ -32,6 +34,8 @@ cdef extern from "Python.h":
     object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
     void *PyUnicode_DATA(object o)
     PyObject *PyDict_SetDefault(object d, object key, object default) except NULL
+    dict _PyDict_NewPresized(Py_ssize_t minused)
+    int PyDict_Update(object a, object b) except -1
 
 
 # gunicorn.http.message limits
@@ -40,6 +44,8 @@ DEF MAX_HEADERS = 32768
 DEF DEFAULT_MAX_HEADERFIELD_SIZE = 8190
 # gunicorn.http.body: largest piece asked of a reader in one step
 DEF READ_STEP = 1024
+DEF ENVIRON_SIZE = 40
+DEF NAME_BUF = 64       # header names up to this long are looked up fast
 DEF RECV_SIZE = 8192
 DEF MAX_BODY_CHUNK = 1048576
 
@@ -123,6 +129,40 @@ cdef inline str _latin1(const char *p, Py_ssize_t n):
     return PyUnicode_DecodeLatin1(p, n, NULL)
 
 
+cdef inline bint _word_has_ctl(const char *p) nogil:
+    # Whether any of these 8 bytes is below 0x20 or is 0x7F (exact, by the
+    # usual has-less-than and has-zero word tricks).
+    cdef uint64_t w
+    memcpy(&w, p, 8)
+    cdef uint64_t d = w ^ 0x7F7F7F7F7F7F7F7FULL
+    return (((w - 0x2020202020202020ULL) & ~w) |
+            ((d - 0x0101010101010101ULL) & ~d)) & 0x8080808080808080ULL != 0
+
+
+cdef Py_ssize_t _line_end(const char *p, Py_ssize_t a, Py_ssize_t h_end):
+    """Where the line starting at a ends: its CRLF, or the end of the block."""
+    cdef const char *hit
+    cdef Py_ssize_t b = a
+    while b < h_end:
+        hit = <const char *>memchr(p + b, c'\r', h_end - b)
+        if hit == NULL:
+            return h_end
+        b = hit - p
+        if b + 1 < h_end and p[b + 1] == b'\n':
+            return b
+        b += 1
+    return h_end
+
+
+cdef int _bad_header_line(const char *p, Py_ssize_t a, Py_ssize_t b) except -1:
+    # gunicorn: no colon (or one at the start) is InvalidHeader with the
+    # line; otherwise the name is not a token.
+    cdef const char *hit = <const char *>memchr(p + a, c':', b - a)
+    if hit == NULL or hit == p + a:
+        raise InvalidHeader(_latin1(p + a, b - a))
+    raise InvalidHeaderName(_latin1(p + a, hit - p - a))
+
+
 # Interned environ keys of the common request headers.
 cdef list _KNOWN = []       # (UPPER-NAME bytes, kind, environ key or None)
 
@@ -150,7 +190,10 @@ for _n, _k in (
         ("KEEP-ALIVE", H_PLAIN), ("SCRIPT_NAME", H_SCRIPT_NAME)):
     _known(_n, _k)
 
+# sorted by length, so a lookup only compares names of the right length
+_KNOWN.sort(key=lambda e: len(e[0]))
 cdef Py_ssize_t _NKNOWN = len(_KNOWN)
+cdef Py_ssize_t _KNOWN_FIRST[64]     # index of the first name of each length
 cdef const char *_KNOWN_NAME[64]
 cdef Py_ssize_t _KNOWN_LEN[64]
 cdef int _KNOWN_KIND[64]
@@ -159,6 +202,10 @@ cdef PyObject *_KNOWN_KEY[64]
 cdef void _init_known():
     cdef Py_ssize_t i
     cdef bytes b
+    for i in range(64):
+        _KNOWN_FIRST[i] = _NKNOWN
+    for i in range(_NKNOWN - 1, -1, -1):
+        _KNOWN_FIRST[PyBytes_GET_SIZE(_KNOWN[i][0])] = i
     for i in range(_NKNOWN):
         b = _KNOWN[i][0]
         _KNOWN_NAME[i] = PyBytes_AS_STRING(b)
@@ -171,6 +218,9 @@ _init_known()
 # Request methods and protocol strings seen on nearly every request.
 cdef dict _METHODS = {m.encode(): sys.intern(m) for m in (
     "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE")}
+cdef str _GET = _METHODS[b"GET"]
+cdef str _POST = _METHODS[b"POST"]
+cdef str _HEAD = _METHODS[b"HEAD"]
 cdef str _HTTP10 = sys.intern("HTTP/1.0")
 cdef str _HTTP11 = sys.intern("HTTP/1.1")
 cdef tuple _V10 = (1, 0)
@@ -267,6 +317,7 @@ cdef class ParserConfig:
         self.allow_ips = list(cfg.forwarded_allow_ips or [])
         self.allow_all = "*" in self.allow_ips
         self.allow_networks = list(cfg.forwarded_allow_networks()) if not self.allow_all else []
+        self.trust_cache = {}
         self.is_ssl = bool(cfg.is_ssl)
         self.default_scheme = _HTTPS if self.is_ssl else _HTTP
         self.script_name = os.environ.get("SCRIPT_NAME", "") if script_name is None else script_name
@@ -288,23 +339,44 @@ cdef class ParserConfig:
             return True
         if self.allow_all:
             return True
-        import ipaddress
+        host = peer_addr[0]
+        known = self.trust_cache.get(host)
+        if known is not None:
+            return known
+        trusted = False
         try:
-            ip = ipaddress.ip_address(peer_addr[0])
+            ip = ipaddress.ip_address(host)
         except ValueError:
-            return False
-        for net in self.allow_networks:
-            if ip in net:
-                return True
-        return False
+            ip = None
+        if ip is not None:
+            for net in self.allow_networks:
+                if ip in net:
+                    trusted = True
+                    break
+        # a connection per request must not pay for parsing its address;
+        # bounded, since peers come and go
+        if len(self.trust_cache) >= 4096:
+            self.trust_cache.clear()
+        self.trust_cache[host] = trusted
+        return trusted
 
 
 cdef class Request:
     """What gunicorn's hooks and access log expect of a request."""
 
     def __init__(self):
-        self.trailers = []
         self.proxy_protocol_info = None
+
+    @property
+    def trailers(self):
+        # only a chunked body can have trailers: no list is made for others
+        if self._trailers is None:
+            self._trailers = []
+        return self._trailers
+
+    @trailers.setter
+    def trailers(self, value):
+        self._trailers = value
 
     @property
     def headers(self):
@@ -391,6 +463,18 @@ cdef class RequestParser:
         if not isinstance(server_addr, str):
             self.server_name = server_addr[0]
             self.server_port = str(server_addr[1])
+        # what every request of this connection has in common, in a dict
+        # sized for a whole request: its copies never need to grow
+        base = _PyDict_NewPresized(ENVIRON_SIZE)
+        PyDict_Update(base, config.base_environ)
+        base[K_SOCKET] = sock
+        base[K_REMOTE_ADDR] = self.remote_addr_str
+        if self.remote_port_str is not None:
+            base[K_REMOTE_PORT] = self.remote_port_str
+        if self.server_name is not None:
+            base[K_SERVER_NAME] = self.server_name
+            base[K_SERVER_PORT] = self.server_port
+        self.base_environ = base
 
     # -- receiving -------------------------------------------------------
 
@@ -464,6 +548,12 @@ cdef class RequestParser:
             if env is not None:
                 return env
             self._fill(0)
+
+    def close(self):
+        """Forget the current request (call when the connection ends)."""
+        self.req = None
+        self.buf = b""
+        self.pos = 0
 
     def finish_body(self):
         """Discard the unread body of the current request.
@@ -601,7 +691,6 @@ cdef class RequestParser:
 
         self.req_count += 1
         cdef Request req = Request.__new__(Request)
-        req.trailers = []
         req.cfg = cfg.cfg
         req._config = cfg
         req._trusted = self.trusted
@@ -633,9 +722,15 @@ cdef class RequestParser:
         for i in range(s, sp1):
             if not TOKEN_CHARS[<unsigned char>p[i]]:
                 raise InvalidRequestMethod(_latin1(p + s, n))
-        nb = PyBytes_FromStringAndSize(p + s, n) if n <= 7 else None
-        m = _METHODS.get(nb) if nb is not None else None
-        method = <str>m if m is not None else _latin1(p + s, n)
+        if n == 3 and memcmp(p + s, b"GET", 3) == 0:
+            method = _GET
+        elif n == 4 and memcmp(p + s, b"POST", 4) == 0:
+            method = _POST
+        elif n == 4 and memcmp(p + s, b"HEAD", 4) == 0:
+            method = _HEAD
+        else:
+            m = _METHODS.get(PyBytes_FromStringAndSize(p + s, n)) if n <= 7 else None
+            method = <str>m if m is not None else _latin1(p + s, n)
         if cfg.casefold_method:
             method = method.upper()
         req.method = method
@@ -715,6 +810,8 @@ cdef class RequestParser:
         cdef Py_ssize_t kept = 0
         cdef bint seen_host = False, seen_ctype = False, scheme_set = False
         cdef bint underscore, found
+        cdef Py_ssize_t bad
+        cdef char upname[NAME_BUF]
         cdef object key, value, old
         cdef char *kp
         cdef bytes nb
@@ -724,8 +821,7 @@ cdef class RequestParser:
         req._head_end = h_end
 
         # -- header fields ----------------------------------------------------
-        cdef dict env = PyDict_Copy(cfg.base_environ)
-        env[K_SOCKET] = self.sock
+        cdef dict env = PyDict_Copy(self.base_environ)
         env[K_METHOD] = req.method
         env[K_QUERY] = req.query
         env[K_RAW_URI] = req.uri
@@ -738,34 +834,42 @@ cdef class RequestParser:
 
         a = h_start
         while a < h_end:
-            # this line ends at the next CRLF, or at the end of the block
-            b = a
-            while True:
-                hit = <const char *>memchr(p + b, c'\r', h_end - b)
-                if hit == NULL:
-                    b = h_end
-                    break
-                b = hit - p
-                if b + 1 < h_end and p[b + 1] == b'\n':
-                    break
-                b += 1
-                if b >= h_end:
-                    b = h_end
-                    break
             if kept >= limit_fields:
                 raise LimitRequestHeaders("limit request headers fields")
-            hit = <const char *>memchr(p + a, c':', b - a)
-            if hit == NULL or hit == p + a:
-                raise InvalidHeader(_latin1(p + a, b - a))
-            colon = hit - p
+            # the name: token characters up to the colon
+            # the name: token characters up to the colon; the upper-case form
+            # of a short name is kept for the lookups below
             underscore = False
-            for i in range(a, colon):
+            i = a
+            while i < h_end and TOKEN_CHARS[<unsigned char>p[i]]:
                 c = <unsigned char>p[i]
-                if not TOKEN_CHARS[c]:
-                    raise InvalidHeaderName(_latin1(p + a, colon - a))
                 if c == 95:
                     underscore = True
+                if i - a < NAME_BUF:
+                    upname[i - a] = c - 32 if 97 <= c <= 122 else c
+                i += 1
+            if i == a or i >= h_end or p[i] != b':':
+                _bad_header_line(p, a, _line_end(p, a, h_end))
+            colon = i
             n = colon - a
+            # the value, up to CRLF: whole words at a time while no byte can
+            # be a control character; note the first forbidden byte
+            bad = -1
+            j = colon + 1
+            while True:
+                while j + 8 <= h_end and not _word_has_ctl(p + j):
+                    j += 8
+                if j >= h_end:
+                    b = h_end
+                    break
+                c = <unsigned char>p[j]
+                if VALUE_BAD[c]:
+                    if c == 13 and j + 1 < h_end and p[j + 1] == b'\n':
+                        b = j
+                        break
+                    if bad < 0:
+                        bad = j
+                j += 1
             vs = colon + 1
             ve = b
             while vs < ve and (p[vs] == b' ' or p[vs] == b'\t'):
@@ -774,16 +878,17 @@ cdef class RequestParser:
                 ve -= 1
             if b + 2 < h_end and (p[b + 2] == b' ' or p[b + 2] == b'\t'):
                 raise ObsoleteFolding(_latin1(p + a, n).upper())
-            for i in range(vs, ve):
-                if VALUE_BAD[<unsigned char>p[i]]:
-                    raise InvalidHeader(_latin1(p + a, n).upper())
+            if bad >= 0:
+                raise InvalidHeader(_latin1(p + a, n).upper())
             if (b - a) + 2 > limit_size:
                 raise LimitRequestHeaders("limit request headers fields size")
 
             kind = H_OTHER
             key = None
-            for k in range(_NKNOWN):
-                if _KNOWN_LEN[k] == n and _ci_equal(p + a, n, _KNOWN_NAME[k], n):
+            for k in range(_KNOWN_FIRST[n] if n < 64 else _NKNOWN, _NKNOWN):
+                if _KNOWN_LEN[k] != n:
+                    break
+                if memcmp(upname, _KNOWN_NAME[k], n) == 0:
                     kind = _KNOWN_KIND[k]
                     if _KNOWN_KEY[k] != NULL:
                         key = <object>_KNOWN_KEY[k]
@@ -875,7 +980,6 @@ cdef class RequestParser:
         # -- body framing (gunicorn Message.set_body_reader) -----------------
         cdef Body body = Body.__new__(Body)
         body.parser = self
-        body.req = req
         body.failed = False
         body.kind = BODY_LENGTH
         body.remaining = 0
@@ -887,13 +991,7 @@ cdef class RequestParser:
 
         # -- the rest of wsgi.create ------------------------------------------
         env[K_SCHEME] = req.scheme
-        env[K_REMOTE_ADDR] = self.remote_addr_str
-        if self.remote_port_str is not None:
-            env[K_REMOTE_PORT] = self.remote_port_str
-        if self.server_name is not None:
-            env[K_SERVER_NAME] = self.server_name
-            env[K_SERVER_PORT] = self.server_port
-        else:
+        if self.server_name is None:
             self._unix_server(env, host, req.scheme)
         if script_name:
             if not path.startswith(script_name):
@@ -941,6 +1039,7 @@ cdef class RequestParser:
             if content_length is not None:
                 raise InvalidHeader("CONTENT-LENGTH", req=req)
             body.kind = BODY_CHUNKED
+            req._trailers = body.trailers = []
             body.pending = bytearray()
             body.cstate = CH_SIZE
             body.limit_size_line = self.config.limit_request_field_size or DEFAULT_MAX_HEADERFIELD_SIZE
@@ -974,7 +1073,7 @@ cdef class RequestParser:
 
     # -- trailers -------------------------------------------------------------
 
-    cdef list _trailers(self, Request req, Py_ssize_t a, Py_ssize_t h_end):
+    cdef list _trailers(self, object req, Py_ssize_t a, Py_ssize_t h_end):
         """Parse a trailer block as gunicorn's parse_headers(from_trailer=True)."""
         cdef ParserConfig cfg = self.config
         cdef const char *p = PyBytes_AS_STRING(self.buf)
@@ -1270,7 +1369,9 @@ cdef class Body:
             if not parser._fill(0):
                 raise ChunkMissingTerminator(b"")
         parser.pos = idx + 4
-        self.req.trailers = parser._trailers(self.req, s, idx)
+        # the body holds the request's trailer list, not the request: no
+        # reference cycle, so a request is freed as soon as it is done with
+        self.trailers.extend(parser._trailers(None, s, idx))
 
     # -- the file-like interface of gunicorn's Body ------------------------
 

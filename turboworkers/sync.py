@@ -64,6 +64,7 @@ class SyncMutexWorker(SyncWorker):
         if not self.http.accelerated:
             return super().handle(listener, client, addr)
         req = None
+        parser = None
         try:
             if self._ssl_context is not None:
                 client = self._ssl_context.wrap_socket(
@@ -99,6 +100,8 @@ class SyncMutexWorker(SyncWorker):
         except BaseException as e:
             self.handle_error(req, client, addr, e)
         finally:
+            if parser is not None:
+                parser.close()
             util.close_graceful(client)
 
     def handle_environ(self, listener, req, client, addr, environ):

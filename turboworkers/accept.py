@@ -170,3 +170,24 @@ class LockFile:
                 os.unlink(cls.path)
             except OSError:
                 pass
+
+
+def close_if_drained(client):
+    """Close a connection at once if the client has nothing more in flight.
+
+    gunicorn's close_graceful() half-closes and then waits for the client to
+    close, so that unread request bytes never turn the close into a reset.
+    When the request was read to its end and nothing more has arrived, a
+    plain close() already ends with FIN, and the worker need not wait for the
+    client. Returns False (and closes nothing) otherwise.
+    """
+    try:
+        pending = client.recv(1, socket.MSG_DONTWAIT | socket.MSG_PEEK)
+    except BlockingIOError:
+        pending = None
+    except OSError:
+        return False
+    if pending:
+        return False
+    client.close()
+    return True

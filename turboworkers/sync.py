@@ -101,7 +101,10 @@ class SyncMutexWorker(SyncWorker):
             self.handle_error(req, client, addr, e)
         finally:
             if parser is not None:
+                rested = parser.at_rest()
                 parser.close()
+                if rested and self._ssl_context is None and _accept.close_if_drained(client):
+                    return
             util.close_graceful(client)
 
     def handle_environ(self, listener, req, client, addr, environ):

@@ -549,6 +549,15 @@ cdef class RequestParser:
                 return env
             self._fill(0)
 
+    def at_rest(self):
+        """True when every byte received belongs to a request that was read
+        completely: nothing of the client's is left unread here."""
+        if PyBytes_GET_SIZE(self.buf) > self.pos:
+            return False
+        if self.state == ST_BODY and self.req is not None:
+            return (<Body>self.req.body)._is_done()
+        return self.state == ST_BEGIN
+
     def close(self):
         """Forget the current request (call when the connection ends)."""
         self.req = None

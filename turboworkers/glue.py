@@ -53,6 +53,10 @@ class HttpCore:
             return False, "%s is done by gunicorn's parser" % why
         return True, None
 
+    def logs_reopened(self):
+        if self.accelerated:
+            self.config.renew_error_stream()
+
     def parser(self, client, addr, server_name):
         return self._parser_mod.RequestParser(self.config, client, addr, server_name, client)
 

@@ -54,6 +54,12 @@ class SyncMutexWorker(SyncWorker):
         finally:
             acceptor.close()
 
+    def handle_usr1(self, sig, frame):
+        super().handle_usr1(sig, frame)
+        http_core = getattr(self, "http", None)
+        if http_core is not None:
+            http_core.logs_reopened()
+
     def listener_name(self, listener):
         name = self._listener_names.get(listener)
         if name is None:

@@ -332,6 +332,12 @@ cdef class ParserConfig:
             "SERVER_SOFTWARE": SERVER_SOFTWARE,
         }
 
+    def renew_error_stream(self):
+        """gunicorn builds wsgi.errors per request from the log handlers'
+        streams; this one is built once, so after the logs are reopened
+        (SIGUSR1) it must be built again."""
+        self.base_environ["wsgi.errors"] = WSGIErrorsWrapper(self.cfg)
+
     cdef bint peer_trusted(self, object peer_addr):
         # gunicorn: a peer that is not an (ip, port) tuple (a unix socket) is
         # trusted; otherwise its address must be in forwarded_allow_ips.

@@ -1,5 +1,11 @@
 """What every turbo worker shares: the choice of HTTP code and the start checks."""
+import sys
+
 from turboworkers import _ext
+
+# gunicorn.arbiter.Arbiter.WORKER_BOOT_ERROR: a worker that exits with it
+# makes the master stop ("Worker failed to boot.") instead of booting another.
+WORKER_BOOT_ERROR = 3
 
 
 class ConfigError(SystemExit):
@@ -15,6 +21,21 @@ def check_settings(cfg, worker):
         raise ConfigError(worker, "threads = %d, but this worker serves one request at a "
                           "time; use threads = 1 (as with -k sync, whose threads > 1 "
                           "means gthread)" % cfg.threads)
+
+
+def check_settings_at_boot(cfg, worker):
+    """``check_settings`` in a booting worker process.
+
+    A refusal prints its one line and exits with WORKER_BOOT_ERROR, so the
+    master stops; a plain ``SystemExit`` (exit code 1) would have the master
+    boot a new worker, refused again, for ever.
+    """
+    try:
+        check_settings(cfg, worker)
+    except ConfigError as e:
+        print(e.code, file=sys.stderr)
+        sys.stderr.flush()
+        sys.exit(WORKER_BOOT_ERROR)
 
 
 class HttpCore:

@@ -27,7 +27,7 @@ class SyncMutexWorker(SyncWorker):
         _accept.LockFile.ensure()
 
     def init_process(self):
-        glue.check_settings(self.cfg, self.__class__.__name__)
+        glue.check_settings_at_boot(self.cfg, self.__class__.__name__)
         super().init_process()
 
     def run(self):
@@ -131,6 +131,8 @@ class SyncMutexWorker(SyncWorker):
             try:
                 if isinstance(respiter, FileWrapper):
                     resp.write_file(respiter)
+                    # ends a chunked body (file without Content-Length)
+                    resp.close()
                 elif type(respiter) is list or type(respiter) is tuple:
                     resp.write_list(respiter)
                 else:

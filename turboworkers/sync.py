@@ -36,6 +36,10 @@ class SyncMutexWorker(SyncWorker):
             self.log.warning("HTTP/2 is not supported by %s; serving HTTP/1.1 only.",
                              self.__class__.__name__)
         self._ssl_context = sock.ssl_context(self.cfg) if self.cfg.is_ssl else None
+        # read once: each gunicorn setting lookup is a few Python calls
+        self.pre_request = self.cfg.pre_request
+        self.post_request = self.cfg.post_request
+        self.access_log = self.log.access_log_enabled
         self._listener_names = {}
         wait = _accept.idle_wait(self.timeout)
         if len(self.sockets) == 1:
@@ -44,8 +48,9 @@ class SyncMutexWorker(SyncWorker):
             acceptor = _accept.LockedAccept(self.sockets, wait, _accept.LockFile.ensure(),
                                             self.notify, self.PIPE[0])
         try:
+            beat = _accept.Heartbeat(self.notify, wait)
             while self.alive:
-                self.notify()
+                beat()
                 conn = acceptor.accept()
                 if conn is not None:
                     self.handle(*conn)
@@ -117,8 +122,8 @@ class SyncMutexWorker(SyncWorker):
         """Call the app for one parsed request and write its response."""
         resp = None
         try:
-            self.cfg.pre_request(self, req)
-            request_start = datetime.now()
+            self.pre_request(self, req)
+            request_start = datetime.now() if self.access_log else None
             resp = self.http.response(client, req)
             environ["wsgi.early_hints"] = resp.send_early_hints
             # like gunicorn's sync worker: one request per connection
@@ -140,8 +145,8 @@ class SyncMutexWorker(SyncWorker):
                         resp.write(item)
                     resp.close()
             finally:
-                request_time = datetime.now() - request_start
-                self.log.access(resp, req, environ, request_time)
+                if request_start is not None:
+                    self.log.access(resp, req, environ, datetime.now() - request_start)
                 if hasattr(respiter, "close"):
                     respiter.close()
         except OSError:
@@ -155,6 +160,6 @@ class SyncMutexWorker(SyncWorker):
             raise
         finally:
             try:
-                self.cfg.post_request(self, req, environ, resp)
+                self.post_request(self, req, environ, resp)
             except Exception:
                 self.log.exception("Exception in post_request hook")

@@ -37,9 +37,9 @@ class SyncMutexWorker(SyncWorker):
                              self.__class__.__name__)
         self._ssl_context = sock.ssl_context(self.cfg) if self.cfg.is_ssl else None
         # read once: each gunicorn setting lookup is a few Python calls
-        self.pre_request = self.cfg.pre_request
-        self.post_request = self.cfg.post_request
-        self.access_log = self.log.access_log_enabled
+        self._pre_request = self.cfg.pre_request
+        self._post_request = self.cfg.post_request
+        self._access_log = self.log.access_log_enabled
         self._listener_names = {}
         wait = _accept.idle_wait(self.timeout)
         if len(self.sockets) == 1:
@@ -122,8 +122,8 @@ class SyncMutexWorker(SyncWorker):
         """Call the app for one parsed request and write its response."""
         resp = None
         try:
-            self.pre_request(self, req)
-            request_start = datetime.now() if self.access_log else None
+            self._pre_request(self, req)
+            request_start = datetime.now() if self._access_log else None
             resp = self.http.response(client, req)
             environ["wsgi.early_hints"] = resp.send_early_hints
             # like gunicorn's sync worker: one request per connection
@@ -160,6 +160,6 @@ class SyncMutexWorker(SyncWorker):
             raise
         finally:
             try:
-                self.post_request(self, req, environ, resp)
+                self._post_request(self, req, environ, resp)
             except Exception:
                 self.log.exception("Exception in post_request hook")

@@ -280,6 +280,37 @@ def table(rows, missing):
     return "\n".join(lines)
 
 
+def markdown(result):
+    """parser.md: the same table, for people."""
+    v = result["versions"]
+    lines = [
+        "# HTTP request parsing, side by side",
+        "",
+        "- date: %s; `nproc`: %s; kernel: %s" % (result["date"], result["nproc"], result["kernel"]),
+        "- Python %s, gunicorn %s, gunicorn_h1c %s, httptools %s, turboworkers %s (mode: %s)" % (
+            v.get("python"), v.get("gunicorn"), v.get("gunicorn_h1c"), v.get("httptools"),
+            v.get("turboworkers"), v.get("turboworkers_mode")),
+        "- request: a %d-byte browser GET with %d headers (see `REQUEST` in bench/parser.py); "
+        "%d interleaved repetitions of about %g ms each; command: `python -m bench.parser`" % (
+            result["request_bytes"], result["headers"], result["reps"], result["target_ms"]),
+        "",
+        "| parser | produces | best µs | median µs | calls/s (median) | time vs turboworkers "
+        "(median) | (best) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in result["results"]:
+        lines.append("| %s | %s | %.3f | %.3f | %.0f | %s | %s |" % (
+            r["name"], r["produces"], r["best_us"], r["median_us"], r["per_second_at_median"],
+            "%.2f×" % r["times_turbo_fresh"] if r["times_turbo_fresh"] else "–",
+            "%.2f×" % r["times_turbo_fresh_best"] if r["times_turbo_fresh_best"] else "–"))
+    for name, reason in result["not_measured"].items():
+        lines.append("| %s | not measured: %s | | | | | |" % (name, reason.replace("|", "/")))
+    lines += ["", "\"time vs turboworkers\": time per call divided by turboworkers' with a new "
+              "parser per request; above 1 is slower. \"header tuples only\" contenders do less "
+              "work than the ones producing a complete environ.", ""]
+    return "\n".join(lines)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m bench.parser", description=__doc__.split("\n")[0])
     ap.add_argument("--reps", type=int, default=9)
@@ -303,7 +334,8 @@ def main(argv=None):
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "nproc": len(os.sched_getaffinity(0)), "kernel": platform.release(),
         "versions": _versions(), "request_bytes": len(REQUEST),
-        "request": REQUEST.decode("latin-1"), "reps": args.reps, "target_ms": args.target_ms,
+        "request": REQUEST.decode("latin-1"), "headers": N_HEADERS,
+        "reps": args.reps, "target_ms": args.target_ms,
         "results": rows, "not_measured": missing,
     }
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
@@ -311,6 +343,10 @@ def main(argv=None):
         json.dump(result, f, indent=1)
         f.write("\n")
     print("wrote %s" % args.out)
+    md_path = os.path.splitext(args.out)[0] + ".md"
+    with open(md_path, "w") as f:
+        f.write(markdown(result))
+    print("wrote %s" % md_path)
     return 0
 
 

@@ -67,7 +67,7 @@ def _group_alive(pgid):
     return True
 
 
-def _signal_group(pgid, sig):
+def signal_group(pgid, sig):
     try:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
@@ -83,14 +83,14 @@ def stop(proc, grace=TERM_GRACE):
     pgid = proc.pid
     try:
         if proc.poll() is None or _group_alive(pgid):
-            _signal_group(pgid, signal.SIGTERM)
+            signal_group(pgid, signal.SIGTERM)
             deadline = time.monotonic() + grace
             while time.monotonic() < deadline:
                 if proc.poll() is not None and not _group_alive(pgid):
                     break
                 time.sleep(0.02)
             if proc.poll() is None or _group_alive(pgid):
-                _signal_group(pgid, signal.SIGKILL)
+                signal_group(pgid, signal.SIGKILL)
                 deadline = time.monotonic() + KILL_GRACE
                 while time.monotonic() < deadline:
                     if proc.poll() is not None and not _group_alive(pgid):
@@ -109,7 +109,7 @@ def stop_all():
     procs = list(_running.values())
     # SIGTERM all groups first so they shut down in parallel, then wait on each.
     for proc in procs:
-        _signal_group(proc.pid, signal.SIGTERM)
+        signal_group(proc.pid, signal.SIGTERM)
     for proc in procs:
         stop(proc)
 

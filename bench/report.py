@@ -220,6 +220,8 @@ def markdown(results, plots):
     out += ["", METHOD.format(nproc=meta["nproc"]), ""]
     for scen in results["scenarios"]:
         out += ["## %s: %s" % (scen["name"], scen["title"]), ""]
+        if scen.get("rounds") and scen["rounds"] != meta.get("rounds"):
+            out += ["%d rounds in this scenario." % scen["rounds"], ""]
         out += scenario_table(scen)
         opts = _options_line(scen)
         if opts:
@@ -278,6 +280,10 @@ def snippet(results, plots, out_dir):
         lines += ["Not run: " + "; ".join("%s (%s)" % kv for kv in sorted(missing.items())), ""]
     for name, path in plots:
         lines.append("![%s](%s/%s)" % (name, rel, os.path.basename(path)))
+    if os.path.exists(os.path.join(out_dir, "parser.md")):
+        lines += ["", "Parsing one browser request into a WSGI environ, side by side with "
+                  "gunicorn's parsers, gunicorn_h1c and httptools: [%s/parser.md](%s/parser.md) "
+                  "(`python -m bench.parser`)." % (rel, rel)]
     lines.append("<!-- bench:end -->")
     return "\n".join(lines) + "\n"
 
@@ -289,54 +295,67 @@ def plot_all(results, out_dir):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     written = []
     tput = [s for s in results["scenarios"] if s["load"] != "sequential"
             and any(r["status"] == "ok" and r["summary"].get("rps") for r in s["servers"])]
     if tput:
-        fig, axes = plt.subplots(len(tput), 1, figsize=(9, 2.2 + 0.32 * _max_rows(tput) * len(tput)),
-                                 squeeze=False)
-        for ax, scen in zip(axes[:, 0], tput):
-            recs = [r for r in _sorted_recs(scen) if r["status"] == "ok" and r["summary"].get("rps")]
+        rows = [[r for r in _sorted_recs(scen) if r["status"] == "ok" and r["summary"].get("rps")]
+                for scen in tput]
+        fig, axes = _stacked(plt, [len(r) for r in rows])
+        for ax, scen, recs in zip(axes, tput, rows):
             names = [r["name"] for r in recs]
             med = [r["summary"]["rps"] for r in recs]
-            lo = [m - min(x["rps"] for x in r["runs"] if x.get("rps")) for m, r in zip(med, recs)]
-            hi = [max(x["rps"] for x in r["runs"] if x.get("rps")) - m for m, r in zip(med, recs)]
-            y = range(len(recs))
-            ax.barh(list(y), med, xerr=[lo, hi], color=[FAMILY_COLOR[r["family"]] for r in recs],
-                    capsize=2)
-            ax.set_yticks(list(y))
+            lows = [min(x["rps"] for x in r["runs"] if x.get("rps")) for r in recs]
+            highs = [max(x["rps"] for x in r["runs"] if x.get("rps")) for r in recs]
+            y = list(range(len(recs)))
+            ax.barh(y, med, xerr=[[m - lo for m, lo in zip(med, lows)],
+                                  [hi - m for m, hi in zip(med, highs)]],
+                    color=[FAMILY_COLOR[r["family"]] for r in recs], capsize=2,
+                    error_kw={"lw": 0.8})
+            ax.set_yticks(y)
             ax.set_yticklabels(names, fontsize=8)
             ax.invert_yaxis()
-            ax.set_title("%s: %s" % (scen["name"], scen["title"]), fontsize=9)
-            ax.set_xlabel("requests/s (median, bars: min-max over rounds)", fontsize=8)
-            _family_legend(ax, recs)
+            ax.set_title(_wrap("%s: %s" % (scen["name"], scen["title"])), fontsize=9)
+            ax.set_xlabel("requests/s (median; whiskers: min-max over rounds)", fontsize=8)
             ax.tick_params(axis="x", labelsize=8)
-            for yy, m in zip(y, med):
-                ax.text(m, yy, " %.0f" % m, va="center", fontsize=7)
+            ax.set_xlim(0, max(highs) * 1.18)
+            for yy, m, hi in zip(y, med, highs):
+                ax.text(hi, yy, "  %.0f" % m, va="center", fontsize=7)
+            _family_legend(ax, recs)
         fig.tight_layout()
         path = os.path.join(out_dir, "throughput.png")
         fig.savefig(path, dpi=90)
         plt.close(fig)
         written.append(("throughput per scenario", path))
 
-        fig, axes = plt.subplots(len(tput), 1, figsize=(9, 2.2 + 0.32 * _max_rows(tput) * len(tput)),
-                                 squeeze=False)
-        for ax, scen in zip(axes[:, 0], tput):
-            recs = [r for r in _sorted_recs(scen) if r["status"] == "ok" and r["summary"].get("p99_ms")]
+        rows = [[r for r in _sorted_recs(scen)
+                 if r["status"] == "ok" and r["summary"].get("p99_ms")] for scen in tput]
+        fig, axes = _stacked(plt, [len(r) for r in rows])
+        for ax, scen, recs in zip(axes, tput, rows):
             y = list(range(len(recs)))
             p50 = [r["summary"].get("p50_ms") or 0 for r in recs]
             p99 = [r["summary"].get("p99_ms") or 0 for r in recs]
-            ax.barh([v - 0.2 for v in y], p50, height=0.4, label="p50", color="#1f77b4")
-            ax.barh([v + 0.2 for v in y], p99, height=0.4, label="p99", color="#ff7f0e")
+            # markers, not bars: a bar on a log axis has no meaningful length
+            ax.hlines(y, p50, p99, color="#bbbbbb", lw=1.5, zorder=1)
+            ax.scatter(p50, y, label="p50", color="#1f77b4", zorder=2, s=22)
+            ax.scatter(p99, y, label="p99", color="#ff7f0e", zorder=2, s=22, marker="D")
+            for yy, a, b in zip(y, p50, p99):
+                ax.text(b, yy, "  %.2f / %.2f" % (a, b), va="center", fontsize=7)
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: "%g" % v))
+            lo = min([v for v in p50 + p99 if v > 0] or [0.01])
+            ax.set_xlim(lo / 1.6, max(p99 + [lo]) * 4)
             ax.set_yticks(y)
             ax.set_yticklabels([r["name"] for r in recs], fontsize=8)
             ax.invert_yaxis()
             ax.set_xscale("log")
-            ax.set_title("%s: latency percentiles" % scen["name"], fontsize=9)
-            ax.set_xlabel("milliseconds (log scale, median over rounds)", fontsize=8)
+            ax.set_title(_wrap("%s: latency percentiles (%s)" % (scen["name"], scen["title"])),
+                         fontsize=9)
+            ax.set_xlabel("milliseconds, log scale (median over rounds; labels: p50 / p99)",
+                          fontsize=8)
             ax.tick_params(axis="x", labelsize=8)
-            ax.legend(fontsize=7, loc="lower right")
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         fig.tight_layout()
         path = os.path.join(out_dir, "latency.png")
         fig.savefig(path, dpi=90)
@@ -382,11 +401,20 @@ def _family_legend(ax, recs):
     names = {"turbo": "turboworkers", "stock": "stock gunicorn", "peer": "other peers",
              "ceiling": "nginx (ceiling)"}
     ax.legend(handles=[Patch(color=FAMILY_COLOR[f], label=names.get(f, f)) for f in fams],
-              fontsize=7, loc="lower right")
+              fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
 
 
-def _max_rows(scens):
-    return max(sum(1 for r in s["servers"] if r["status"] == "ok") for s in scens)
+def _stacked(plt, counts):
+    """One horizontal-bar panel per scenario, each as tall as its number of bars."""
+    heights = [max(1, n) * 0.3 + 0.9 for n in counts]
+    fig, axes = plt.subplots(len(counts), 1, figsize=(10, sum(heights) + 0.3), squeeze=False,
+                             gridspec_kw={"height_ratios": heights})
+    return fig, list(axes[:, 0])
+
+
+def _wrap(text, width=90):
+    import textwrap
+    return "\n".join(textwrap.wrap(text, width))
 
 
 # ------------------------------------------------------------------ writing
@@ -416,3 +444,64 @@ def write_all(results, out_dir, plots=True):
     paths.append(path)
     paths += [p for _, p in plot_list]
     return paths
+
+
+# ------------------------------------------------------------------ README
+
+START_MARK = "<!-- bench:start"
+END_MARK = "<!-- bench:end -->"
+
+
+def splice_readme(readme_text, snippet_text):
+    """Put ``snippet_text`` between the bench markers of ``readme_text``.
+
+    Returns ``(new_text, True)``, or ``(readme_text, False)`` when the README
+    has no ``<!-- bench:start ... -->`` / ``<!-- bench:end -->`` pair: the
+    README decides where the figures go, this never adds the markers.
+    """
+    start = readme_text.find(START_MARK)
+    end = readme_text.find(END_MARK, start + 1 if start >= 0 else 0)
+    if start < 0 or end < 0:
+        return readme_text, False
+    snippet = snippet_text.strip("\n")
+    return readme_text[:start] + snippet + readme_text[end + len(END_MARK):], True
+
+
+def main(argv=None):
+    import argparse
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.report",
+        description="Rewrite the tables and plots from a results JSON, and/or put "
+                    "README-snippet.md between the bench markers of a README.")
+    ap.add_argument("--from", dest="src", default=None,
+                    help="results JSON to render again (e.g. bench/results/latest.json)")
+    ap.add_argument("--readme", default=None, help="README to update between its markers")
+    ap.add_argument("--no-plots", action="store_true")
+    args = ap.parse_args(argv)
+    here = os.path.dirname(os.path.abspath(__file__))
+    out_dir = os.path.join(here, "results")
+    if args.src:
+        with open(args.src) as f:
+            results = json.load(f)
+        out_dir = os.path.dirname(os.path.abspath(args.src))
+        for path in write_all(results, out_dir, plots=not args.no_plots):
+            print("wrote %s" % path)
+    if args.readme:
+        with open(os.path.join(out_dir, "README-snippet.md")) as f:
+            snippet_text = f.read()
+        with open(args.readme) as f:
+            text = f.read()
+        new, ok = splice_readme(text, snippet_text)
+        if not ok:
+            print("%s has no %s ... %s markers: left alone" % (args.readme, START_MARK, END_MARK))
+            return 1
+        if new != text:
+            with open(args.readme, "w") as f:
+                f.write(new)
+            print("updated %s" % args.readme)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(main())

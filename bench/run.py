@@ -14,6 +14,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import sys
 import time
 
@@ -123,21 +124,23 @@ def plan(args, probe):
 
 
 def estimate_seconds(the_plan, args):
+    """A slightly pessimistic guess, from the timings of earlier runs on 2 cores."""
     total = 0.0
     for scenario, entries in the_plan:
         n = sum(1 for _, reason in entries if reason is None)
         if not n:
             continue
-        total += 3.0 + 0.4 * n * (1 + scenario.workers / 4)       # start-up
+        rounds = scenario.rounds(args.rounds)
+        total += 3.0 + 0.1 * n * scenario.workers                  # start-up, shut-down
         if scenario.load == "wrk":
-            total += n * (args.warmup + 0.3)
-            total += args.rounds * n * (args.duration + 0.4)
+            total += n * (args.warmup + 0.3 if args.warmup >= 1 else 0.2)
+            total += rounds * n * (args.duration + 0.15)
         elif scenario.load == "ab":
-            total += n * 0.5
-            total += args.rounds * n * (0.6 * args.duration + 0.4)
+            total += n * 0.4
+            total += rounds * n * (min(args.duration, args.ab_requests / 5000.0) + 0.2)
         else:
-            total += args.rounds * n * (0.5 + args.herd_requests * 0.0015)
-        total += 1.0 * n                                            # shutdown
+            total += n * 0.2
+            total += rounds * n * (0.2 + args.herd_requests * 0.0006)
     return total
 
 
@@ -307,9 +310,14 @@ def progress(i, total, t0, scenario, rnd, rounds, name, fig, rss):
         fig["failed"], rss_s)
 
 
-def run_scenario(scenario, entries, args, counter, t0):
+def run_scenario(scenario, entries, args, counter, t0, sink):
+    """Run one scenario; its result is appended to ``sink`` first, so that an
+    interrupted run still reports what it measured."""
+    rounds = scenario.rounds(args.rounds)
     result = {"name": scenario.name, "title": scenario.title, "load": scenario.load,
-              "app": scenario.app, "workers": scenario.workers, "servers": []}
+              "app": scenario.app, "workers": scenario.workers, "rounds": rounds,
+              "servers": []}
+    sink.append(result)
     records = {}
     for server, reason in entries:
         rec = {"name": server.name, "title": server.title, "family": server.family,
@@ -351,7 +359,7 @@ def run_scenario(scenario, entries, args, counter, t0):
             except (RuntimeError, OSError, ValueError) as exc:
                 log("  warm-up of %s: %s" % (rs.server.name, exc))
             rs.refresh_workers()
-        for rnd in range(1, args.rounds + 1):
+        for rnd in range(1, rounds + 1):
             for rs in ready:
                 rec = records[rs.server.name]
                 if rec["status"] != "ok":
@@ -376,12 +384,20 @@ def run_scenario(scenario, entries, args, counter, t0):
                     fig["workers_changed"] = changed
                     fig["worker_pids"] = list(rs.workers)
                     rec["runs"].append(fig)
-                log(progress(counter[0], counter[1], t0, scenario, rnd, args.rounds,
+                log(progress(counter[0], counter[1], t0, scenario, rnd, rounds,
                              rs.server.name, None if "error" in fig else fig, rss))
     finally:
-        for rs in running:
-            rs.stop()
+        stop_together(running)
     return result
+
+
+def stop_together(running):
+    """SIGTERM every server's group first, so they shut down in parallel, then reap each."""
+    for rs in running:
+        if rs.proc is not None:
+            procs.signal_group(rs.proc.pid, signal.SIGTERM)
+    for rs in running:
+        rs.stop()
 
 
 # ------------------------------------------------------------------ main
@@ -398,7 +414,7 @@ def parse_args(argv):
     ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (>= 1)")
     ap.add_argument("--duration", type=float, default=None, help="seconds per wrk run")
     ap.add_argument("--warmup", type=float, default=None, help="seconds of wrk warm-up per server")
-    ap.add_argument("--ab-requests", type=int, default=20000,
+    ap.add_argument("--ab-requests", type=int, default=10000,
                     help="ab -n for the connection-per-request scenario (also bounded by "
                          "--duration seconds)")
     ap.add_argument("--herd-requests", type=int, default=500)
@@ -407,6 +423,9 @@ def parse_args(argv):
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("--list", action="store_true", help="list scenarios and servers, then exit")
+    ap.add_argument("--dry-run", action="store_true",
+                    help="print the plan (who runs where, who is skipped and why) and the "
+                         "time estimate, then exit")
     args = ap.parse_args(argv)
     args.scenario = [n for item in args.scenario for n in item.split(",") if n]
     args.server = [n for item in args.server for n in item.split(",") if n]
@@ -445,11 +464,18 @@ def main(argv=None):
         log("missing load generator(s): %s (make bench installs them)" % ", ".join(missing))
     probe = run_probe(args.python)
     the_plan = plan(args, probe)
-    n_runs = sum(args.rounds * sum(1 for _, r in entries if r is None)
-                 for _, entries in the_plan)
+    n_runs = sum(scenario.rounds(args.rounds) * sum(1 for _, r in entries if r is None)
+                 for scenario, entries in the_plan)
     log("turboworkers bench: preset %s, %d round(s), %gs per wrk run, %d run(s) in %d "
         "scenario(s); estimated %s" % (args.preset, args.rounds, args.duration, n_runs,
                                        len(the_plan), fmt_secs(estimate_seconds(the_plan, args))))
+    if args.dry_run:
+        for scenario, entries in the_plan:
+            log("%-9s run: %s" % (scenario.name, ", ".join(s.name for s, r in entries if r is None)))
+            for s, r in entries:
+                if r is not None:
+                    log("          skip %s: %s" % (s.name, r))
+        return 0
     tw = probe.get("turboworkers", {})
     log("turboworkers %s, mode %s%s" % (tw.get("version"), tw.get("mode"),
                                          " (%s)" % tw["import_error"] if tw.get("import_error")
@@ -464,7 +490,7 @@ def main(argv=None):
             if scenario.load != "sequential" and shutil.which(scenario.load) is None:
                 entries = [(s, r or "%s is not installed" % scenario.load) for s, r in entries]
             log("== %s: %s" % (scenario.name, scenario.title))
-            results["scenarios"].append(run_scenario(scenario, entries, args, counter, t0))
+            run_scenario(scenario, entries, args, counter, t0, results["scenarios"])
     except KeyboardInterrupt:
         log("interrupted: stopping every server, writing what was measured")
         status = 130

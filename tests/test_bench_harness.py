@@ -579,3 +579,14 @@ def test_cli_arguments():
         parse_args(["--scenario", "nope"])
     plan = [(SCENARIOS["hello-1w"], [(SERVERS["sync-py"], None), (SERVERS["nginx"], "x")])]
     assert estimate_seconds(plan, args) > args.rounds * args.duration
+
+
+def test_readme_splice():
+    snippet = "<!-- bench:start (generated) -->\n| a | b |\n<!-- bench:end -->\n"
+    readme = "# x\n\nintro\n<!-- bench:start old -->\nold table\n<!-- bench:end -->\n\nmore\n"
+    new, ok = report.splice_readme(readme, snippet)
+    assert ok
+    assert new == "# x\n\nintro\n<!-- bench:start (generated) -->\n| a | b |\n" \
+                  "<!-- bench:end -->\n\nmore\n"
+    assert report.splice_readme(new, snippet) == (new, True)
+    assert report.splice_readme("# no markers\n", snippet) == ("# no markers\n", False)

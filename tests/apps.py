@@ -279,7 +279,156 @@ def close_tracking(environ, start_response):
     return Body()
 
 
+def _odd_cases():
+    """Applications that bend or break PEP 3333, each answered by the server in its own way."""
+    import io
+    import sys
+
+    def ok(start_response, headers, body):
+        start_response("200 OK", headers)
+        return body
+
+    def start_twice(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        start_response("404 Not Found", [("Content-Type", "text/plain")])
+        return [b"second\n"]
+
+    def exc_info_before_send(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        try:
+            raise ValueError("replaced by an error page (expected by the test)")
+        except ValueError:
+            start_response("500 Oops", [("Content-Type", "text/plain")], sys.exc_info())
+        return [b"error page\n"]
+
+    def exc_info_after_send(environ, start_response):
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"already out\n")
+        try:
+            raise ValueError("too late for an error page (expected by the test)")
+        except ValueError:
+            start_response("500 Oops", [("Content-Type", "text/plain")], sys.exc_info())
+        return [b"never\n"]
+
+    def generator_items(*items):
+        def app_(environ, start_response):
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return (item for item in items)
+        return app_
+
+    def file_wrapper(filelike, length=None, blksize=None):
+        def app_(environ, start_response):
+            f = filelike()
+            headers = [("Content-Type", "application/octet-stream")]
+            if length is not None:
+                headers.append(("Content-Length", str(length)))
+            start_response("200 OK", headers)
+            wrapper = environ["wsgi.file_wrapper"]
+            return wrapper(f, blksize) if blksize else wrapper(f)
+        return app_
+
+    def seeked_file():
+        fd, path = tempfile.mkstemp(prefix="turboworkers-test-file-")
+        os.write(fd, file_content(5000))
+        os.close(fd)
+        f = open(path, "rb")
+        os.unlink(path)
+        f.seek(1000)
+        return f
+
+    def early_hints(environ, start_response):
+        hints = environ.get("wsgi.early_hints")
+        if hints is not None:
+            hints([("Link", "</style.css>; rel=preload; as=style")])
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "3")])
+        return [b"ok\n"]
+
+    def status_obj(status):
+        return lambda environ, start_response: ok(
+            lambda st, h: start_response(status, h), [("Content-Type", "text/plain")], [b"x\n"])
+
+    def headers(*pairs, body=(b"body\n",)):
+        return lambda environ, start_response: ok(start_response, list(pairs), list(body))
+
+    return {
+        "str-body": headers(("Content-Type", "text/plain"), body=("text, not bytes",)),
+        "str-body-second": generator_items(b"bytes first\n", "then text"),
+        "none-item": generator_items(b"a", None),
+        "empty-items": generator_items(b"", b"", b"x", b"", b"y"),
+        "start-twice": start_twice,
+        "exc-info-before-send": exc_info_before_send,
+        "exc-info-after-send": exc_info_after_send,
+        "no-start-response": lambda environ, start_response: [b"no headers\n"],
+        "status-no-reason": status_obj("200"),
+        "status-bad": status_obj("abc"),
+        "status-bytes": status_obj(b"200 OK"),
+        "status-999": status_obj("999 Custom"),
+        "status-599-long-reason": status_obj("599 A Rather Long Reason Phrase With Spaces"),
+        "status-latin1": status_obj("200 Caf\xe9"),
+        "status-crlf": status_obj("200 OK\r\nInjected: yes"),
+        "header-int-value": headers(("Content-Type", "text/plain"), ("X-Int", 5)),
+        "header-bytes-name": headers(("Content-Type", "text/plain"), (b"X-Bytes", "v")),
+        "header-latin1-value": headers(("Content-Type", "text/plain"), ("X-Latin", "caf\xe9")),
+        "header-non-latin1-value": headers(("Content-Type", "text/plain"), ("X-Euro", "\u20ac")),
+        "header-value-padded": headers(("Content-Type", "text/plain"), ("X-Pad", "  padded \t")),
+        "header-value-tab-inside": headers(("Content-Type", "text/plain"), ("X-Tab", "a\tb")),
+        "header-name-colon": headers(("Content-Type", "text/plain"), ("X-Colon:", "v")),
+        "header-empty-name": headers(("Content-Type", "text/plain"), ("", "v")),
+        "hop-by-hop": headers(("Content-Type", "text/plain"), ("Connection", "keep-alive"),
+                              ("Keep-Alive", "timeout=5"), ("Transfer-Encoding", "chunked"),
+                              ("Proxy-Authenticate", "x"), ("TE", "trailers"),
+                              ("Trailer", "X-T"), ("Upgrade", "h2c")),
+        "upgrade-websocket": headers(("Connection", "Upgrade"), ("Upgrade", "websocket"),
+                                     ("Content-Length", "5")),
+        "content-length-short": headers(("Content-Length", "5"), body=(b"0123456789",)),
+        "content-length-long": headers(("Content-Length", "20"), body=(b"0123456789",)),
+        "content-length-padded": headers(("Content-Length", " 4 "), body=(b"abcd",)),
+        "content-length-twice": headers(("Content-Length", "4"), ("Content-Length", "4"),
+                                        body=(b"abcd",)),
+        "content-length-bad": headers(("Content-Length", "four"), body=(b"abcd",)),
+        "content-length-negative": headers(("Content-Length", "-1"), body=(b"abcd",)),
+        "content-length-zero-with-body": headers(("Content-Length", "0"), body=(b"abcd",)),
+        "content-length-pieces": headers(("Content-Length", "6"), body=(b"ab", b"", b"cd", b"ef")),
+        "many-headers": headers(*[("X-H%03d" % i, "v" * (i % 7)) for i in range(150)]),
+        "big-header": headers(("X-Big", "b" * 70000)),
+        "no-headers": headers(),
+        "lowercase-names": headers(("content-type", "text/plain"), ("x-lower", "1")),
+        "tuple-body": headers(("Content-Type", "text/plain"), body=(b"a", b"b")),
+        "bytearray-item": generator_items(b"a", bytearray(b"b")),
+        "memoryview-item": generator_items(b"a", memoryview(b"b")),
+        "file-bytesio": file_wrapper(lambda: io.BytesIO(b"from BytesIO\n" * 100)),
+        "file-bytesio-length": file_wrapper(lambda: io.BytesIO(b"x" * 1000), length=1000),
+        "file-length-short": file_wrapper(lambda: _tmp_file(5000), length=1234),
+        "file-length-long": file_wrapper(lambda: _tmp_file(500), length=1234),
+        "file-seeked": file_wrapper(seeked_file, length=4000),
+        "file-seeked-no-length": file_wrapper(seeked_file),
+        "file-small-blocks": file_wrapper(lambda: io.BytesIO(b"0123456789" * 10), blksize=7),
+        "early-hints": early_hints,
+    }
+
+
+def _tmp_file(size):
+    fd, path = tempfile.mkstemp(prefix="turboworkers-test-file-")
+    os.write(fd, file_content(size))
+    os.close(fd)
+    f = open(path, "rb")
+    os.unlink(path)
+    return f
+
+
+ODD = None
+
+
+def odd(environ, start_response):
+    """``/_/odd?case=NAME``: one of ``_odd_cases()`` (made on first use)."""
+    global ODD
+    if ODD is None:
+        ODD = _odd_cases()
+    return ODD[_query(environ).get("case", "")](environ, start_response)
+
+
 ROUTES = {
+    "odd": odd,
     "hello": hello,
     "echo": echo,
     "noread": echo_noread,

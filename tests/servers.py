@@ -474,7 +474,8 @@ Exchange = collections.namedtuple("Exchange", "data closed error")
 def raw_exchange(opener, steps, timeout=15.0):
     """Run ``steps`` on a new connection, then read until the server closes.
 
-    Steps: ``("send", bytes)``, ``("shut",)`` (half-close: the server reads
+    Steps: ``("send", bytes)``, ``("pause", seconds)`` (so the next send
+    arrives as a read of its own), ``("shut",)`` (half-close: the server reads
     EOF), ``("expect", bytes)`` (read until the bytes received so far end
     with these, the server closes, or the deadline passes). Returns what was
     received, whether the server closed (rather than the deadline passing),
@@ -499,6 +500,8 @@ def raw_exchange(opener, steps, timeout=15.0):
                 if step[0] == "send":
                     s.settimeout(max(0.01, deadline - time.monotonic()))
                     s.sendall(step[1])
+                elif step[0] == "pause":
+                    time.sleep(step[1])
                 elif step[0] == "shut":
                     s.shutdown(socket.SHUT_WR)
                 elif step[0] == "expect":

@@ -8,6 +8,7 @@ Nothing here asserts a duration: waits are bounded only so a hang fails.
 import hashlib
 import json
 import os
+import socket
 import threading
 import time
 
@@ -223,6 +224,28 @@ def test_readline_with_size(plain):
     lines = echo_of(plain.request("POST", "/_/readline?size=4", body=LINES))["lines"]
     assert "".join(lines).encode() == LINES
     assert all(len(l) <= 4 for l in lines)
+
+
+@pytest.mark.parametrize("step", [1, 3, 17])
+def test_request_arriving_in_small_pieces(plain, step):
+    """Head and chunked body cut into ``step``-byte sends, each its own read on the server."""
+    data = (b"POST /pieces?x=1 HTTP/1.1\r\nHost: example.com\r\nX-Long-Header: "
+            + b"v" * 40 + b"\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5;e=1\r\nhello\r\n7\r\n, world\r\n0\r\nX-Trailer: t\r\n\r\n")
+    steps = []
+    for i in range(0, len(data), step):
+        steps += [("send", data[i:i + step]), ("pause", 0.001)]
+    ex = servers.raw_exchange(lambda: _nodelay(plain.connect()), steps + [("shut",)])
+    _, status, headers, body = servers.split_response(ex.data)
+    out = json.loads(body)
+    assert out["body"] == "hello, world"
+    assert out["environ"]["HTTP_X_LONG_HEADER"] == "v" * 40
+    assert out["environ"]["QUERY_STRING"] == "x=1"
+
+
+def _nodelay(sock):
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
 
 
 def test_pipelined_requests_answer_first_and_close(plain):

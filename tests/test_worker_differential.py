@@ -479,3 +479,21 @@ def test_tls_case(tls_pair, name):
         results.append(servers.raw_exchange(lambda: srv.connect(timeout=20.0, ssl_context=ctx),
                                             [("send", OWN_CASES[name])], timeout=20.0))
     assert_same(pair, results[0], results[1], "tls " + name)
+
+
+# -- applications that bend PEP 3333 ------------------------------------------
+
+def _odd_names():
+    import apps
+    return sorted(apps._odd_cases())
+
+
+@pytest.mark.parametrize("version", [b"1.1", b"1.0"])
+@pytest.mark.parametrize("method", [b"GET", b"HEAD"])
+@pytest.mark.parametrize("case", _odd_names())
+def test_odd_application(pairs, case, method, version):
+    """Whatever the app does wrong, the server's answer is gunicorn's, byte for byte."""
+    pair = pairs.get({})
+    data = get(b"/_/odd?case=" + case.encode(), method=method, version=version)
+    stock, ours = pair.exchange([("send", data), ("shut",)])
+    assert_same(pair, stock, ours, "%s %s HTTP/%s" % (case, method.decode(), version.decode()))

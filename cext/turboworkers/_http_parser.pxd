@@ -40,7 +40,8 @@ cdef class Body:
     cdef list trailers                        # the request's trailer list
     cdef int kind                             # BODY_LENGTH or BODY_CHUNKED
     cdef Py_ssize_t remaining                 # BODY_LENGTH: bytes still to come
-    cdef bytearray pending                    # BODY_CHUNKED: decoded, not yet returned
+    cdef bytearray pending                    # BODY_CHUNKED: the body's buffer
+    cdef bytearray rbuf                       # BODY_CHUNKED: the decoder's buffer
     cdef int cstate                           # BODY_CHUNKED: decoder state
     cdef Py_ssize_t chunk_left
     cdef Py_ssize_t limit_size_line
@@ -50,7 +51,11 @@ cdef class Body:
 
     cdef bint _is_done(self)
     cdef _send_continue(self)
+    cdef bytes _take(self, Py_ssize_t size)
     cdef _decode(self, Py_ssize_t want)
+    cdef bytes _reader_read(self, Py_ssize_t size)
+    cdef bytes _chunked_read(self, Py_ssize_t size)
+    cdef bytes _chunked_readline(self, Py_ssize_t size)
     cdef bint _decode_step(self) except -1
     cdef _read_trailers(self)
     cdef bytes _read(self, Py_ssize_t size)

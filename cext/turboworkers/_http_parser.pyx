@@ -12,7 +12,7 @@ import os
 import sys
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStringAndSize
-from cpython.dict cimport PyDict_SetItem, PyDict_GetItem, PyDict_Copy
+from cpython.dict cimport PyDict_SetItem, PyDict_GetItem, PyDict_Copy, PyDict_Size
 from cpython.unicode cimport PyUnicode_DecodeLatin1
 from cpython.object cimport PyObject
 from libc.stdint cimport uint64_t
@@ -987,8 +987,11 @@ cdef class RequestParser:
                 for i in range(n):
                     c = _upper(<unsigned char>p[a + i])
                     kp[5 + i] = b'_' if c == 45 else c
+            # "" is a shared object: whether the key was already there is told
+            # by the size of the dict, not by the identity of the value
+            n = PyDict_Size(env)
             old = <object>PyDict_SetDefault(env, key, value)
-            if old is not value:
+            if PyDict_Size(env) == n:
                 env[key] = old + "," + value
             a = b + 2
 
@@ -1054,6 +1057,7 @@ cdef class RequestParser:
             if content_length is not None:
                 raise InvalidHeader("CONTENT-LENGTH", req=req)
             body.kind = BODY_CHUNKED
+            body.rbuf = bytearray()
             req._trailers = body.trailers = []
             body.pending = bytearray()
             body.cstate = CH_SIZE
@@ -1194,7 +1198,7 @@ cdef class Body:
     cdef bint _is_done(self):
         if self.kind == BODY_LENGTH:
             return self.remaining == 0
-        return self.cstate == CH_DONE and not self.pending
+        return self.cstate == CH_DONE and not self.pending and not self.rbuf
 
     cdef _send_continue(self):
         # Expect: 100-continue is answered when the application first asks
@@ -1237,23 +1241,77 @@ cdef class Body:
                 parser.pos += n
                 self.remaining -= n
                 return out
-            # chunked: decode ahead at least as gunicorn's readers do
-            self._decode(size if size > READ_STEP else READ_STEP)
-            n = len(self.pending)
-            if n <= size:
-                out = bytes(self.pending)
-                del self.pending[:]
-            else:
-                out = bytes(self.pending[:size])
-                del self.pending[:size]
-            return out
+            return self._chunked_read(size)
         except BaseException:
             self.failed = True
             raise
 
+    cdef bytes _take(self, Py_ssize_t size):
+        """Up to size bytes already decoded, without decoding more."""
+        cdef bytes out
+        if len(self.pending) <= size:
+            out = bytes(self.pending)
+            del self.pending[:]
+        else:
+            out = bytes(self.pending[:size])
+            del self.pending[:size]
+        return out
+
+    # A chunked body goes through two buffers, as in gunicorn: the decoder's
+    # (rbuf, filled a piece at a time up to what was asked of it) and the
+    # body's own (pending). Where each read stops decoding decides when a
+    # malformed body raises, and which bytes were handed out before it did.
+
     cdef _decode(self, Py_ssize_t want):
-        while len(self.pending) < want and self.cstate != CH_DONE:
+        while len(self.rbuf) < want and self.cstate != CH_DONE:
             self._decode_step()
+
+    cdef bytes _reader_read(self, Py_ssize_t size):
+        cdef bytes out
+        self._decode(size)
+        out = bytes(self.rbuf[:size])
+        del self.rbuf[:size]
+        return out
+
+    cdef bytes _chunked_read(self, Py_ssize_t size):
+        cdef Py_ssize_t step
+        if size < len(self.pending):
+            return self._take(size)
+        while size > len(self.pending):
+            step = size - len(self.pending)
+            if step < READ_STEP:
+                step = READ_STEP
+            if step > MAX_BODY_CHUNK:
+                step = MAX_BODY_CHUNK
+            data = self._reader_read(step)
+            if not data:
+                break
+            self.pending += data
+        return self._take(size)
+
+    cdef bytes _chunked_readline(self, Py_ssize_t size):
+        cdef Py_ssize_t idx
+        cdef bytearray data = self.pending
+        self.pending = bytearray()
+        out = []
+        while True:
+            idx = data.find(b"\n", 0, size)
+            if idx >= 0:
+                idx += 1
+            elif len(data) >= size:
+                idx = size
+            else:
+                idx = 0
+            if idx:
+                out.append(bytes(data[:idx]))
+                self.pending += data[idx:]
+                break
+            out.append(bytes(data))
+            size -= len(data)
+            data = bytearray(self._reader_read(size if size < READ_STEP else READ_STEP))
+            if not data:
+                break
+        return b"".join(out)
 
     cdef bint _decode_step(self) except -1:
         cdef RequestParser parser = self.parser
@@ -1322,7 +1380,7 @@ cdef class Body:
                 n = PyBytes_GET_SIZE(parser.buf) - parser.pos
             if n > self.chunk_left:
                 n = self.chunk_left
-            self.pending += parser.buf[parser.pos:parser.pos + n]
+            self.rbuf += parser.buf[parser.pos:parser.pos + n]
             parser.pos += n
             self.chunk_left -= n
             if self.chunk_left == 0:
@@ -1409,17 +1467,6 @@ cdef class Body:
                 chunks.append(data)
                 got += len(data)
             return b"".join(chunks)
-        if self.expect_continue:
-            self._send_continue()
-        try:
-            if n == sys.maxsize:
-                while self.cstate != CH_DONE:
-                    self._decode_step()
-            else:
-                self._decode(n if n > READ_STEP else READ_STEP)
-        except BaseException:
-            self.failed = True
-            raise
         return self._read(n)
 
     def readline(self, size=None):
@@ -1453,19 +1500,11 @@ cdef class Body:
                 chunks.append(data)
                 n -= len(data)
             return b"".join(chunks)
-        # chunked
         try:
-            while True:
-                idx = self.pending.find(b"\n", 0, n)
-                if idx >= 0 or len(self.pending) >= n or self.cstate == CH_DONE:
-                    break
-                self._decode(len(self.pending) + READ_STEP)
+            return self._chunked_readline(n)
         except BaseException:
             self.failed = True
             raise
-        if idx >= 0:
-            return self._read(idx + 1)
-        return self._read(n)
 
     def readlines(self, size=None):
         data = self.read()

@@ -1,19 +1,31 @@
-"""Who accepts the next connection: herd-free waiting for the sync worker.
+"""Who accepts the next connection: the accept engines of the turbo workers.
 
-With one listener, an idle worker sleeps inside a blocking ``accept()``: the
-kernel queues such sleepers in arrival order and wakes only the first of them
-for a new connection, so exactly one idle worker wakes and the idle workers
-take turns. ``SO_RCVTIMEO`` bounds each sleep so the worker can beat its
-heartbeat and notice a stop request.
+``TURBOWORKERS_ACCEPT`` chooses one; ``auto`` (the default) is each worker
+class's own choice.
 
-With several listeners no single blocking call can wait on all of them, so an
-``fcntl`` record lock on a file shared by the workers of one master serialises
-the wait: only the holder sleeps in ``select()`` on the listeners, and it lets
-the lock go as soon as it has a connection.
+- ``queue``: idle workers sleep inside a blocking ``accept()`` on the one
+  listener. The kernel queues such sleepers in arrival order and wakes only
+  the first for a new connection: one wake-up per connection, and idle
+  workers take turns. One listener only.
+- ``sem``: a System V semaphore (with ``SEM_UNDO``, so a holder that dies
+  releases it) made once by the master. Its holder waits for the listeners;
+  the others wait for the semaphore, served in arrival order.
+- ``fcntl``: the same with a POSIX record lock on a file of the master's,
+  released by the kernel when its holder dies. Waiters are not served in
+  order, and all of them wake when it is released.
+- ``epoll``: every idle worker waits in its own epoll instance, the listeners
+  registered with ``EPOLLEXCLUSIVE`` so that a connection wakes one waiter.
+  The kernel favours the waiter that registered first, so a worker registers
+  again after every ``TURBOWORKERS_EPOLL_ROTATE`` accepts (default 16), which
+  sends it to the back of the line.
+- ``none``: every idle worker waits in ``select()`` as stock gunicorn's do, and
+  all of them wake for each connection. For comparison.
+
+Each wait is bounded (``idle_wait``), so a worker beats its heartbeat and sees
+a stop request even when no connection comes.
 """
 import atexit
 import errno
-import fcntl
 import os
 import select
 import socket
@@ -22,11 +34,45 @@ import tempfile
 import threading
 import time
 
-# Longest sleep in accept() or select(): how soon an idle worker notices a
-# stop request, and its heartbeat period when the timeout allows it.
+try:
+    from turboworkers import _accept as _sys
+except ImportError:  # no compiled extension: fcntl and epoll from the stdlib
+    _sys = None
+
+ENV = "TURBOWORKERS_ACCEPT"
+ROTATE_ENV = "TURBOWORKERS_EPOLL_ROTATE"
+ENGINES = ("queue", "sem", "fcntl", "epoll", "none")
+
+# Longest sleep in one wait: how soon an idle worker notices a stop request,
+# and its heartbeat period when the timeout allows it.
 MAX_IDLE_WAIT = 1.0
 
 _RETRY_ERRNOS = (errno.EAGAIN, errno.EWOULDBLOCK, errno.ECONNABORTED, errno.EINTR)
+
+
+class AcceptConfigError(ValueError):
+    """A bad TURBOWORKERS_ACCEPT or TURBOWORKERS_EPOLL_ROTATE value."""
+
+
+def engine_from_env(environ=os.environ):
+    """The engine asked for: one of ENGINES, or "auto"."""
+    value = environ.get(ENV, "auto").strip().lower() or "auto"
+    if value != "auto" and value not in ENGINES:
+        raise AcceptConfigError("%s=%r: expected one of auto, %s"
+                                % (ENV, environ.get(ENV), ", ".join(ENGINES)))
+    return value
+
+
+def rotate_from_env(environ=os.environ):
+    raw = environ.get(ROTATE_ENV, "16").strip()
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise AcceptConfigError("%s=%r: expected a whole number >= 1"
+                                % (ROTATE_ENV, environ.get(ROTATE_ENV)))
+    return value
 
 
 def idle_wait(timeout):
@@ -41,12 +87,12 @@ def _timeval(seconds):
     return struct.pack("ll", sec, int((seconds - sec) * 1e6))
 
 
+_NO_TIMEOUT = _timeval(0)
+
+
 def set_recv_timeout(sock, seconds):
     """Set SO_RCVTIMEO, which bounds a blocking accept() or recv()."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(seconds))
-
-
-_NO_TIMEOUT = _timeval(0)
 
 
 def defer_accept(sock):
@@ -60,19 +106,140 @@ def defer_accept(sock):
             pass
 
 
-class BlockingAccept:
-    """One listener: sleep in accept(), the kernel wakes one sleeper."""
+def _raw(listener):
+    # gunicorn's listener objects wrap the real socket
+    return getattr(listener, "sock", listener)
 
-    def __init__(self, listener, wait):
-        self.listener = listener
-        # gunicorn's listener objects wrap the real socket
-        self.sock = getattr(listener, "sock", listener)
+
+def _accept_from(listener):
+    """Non-blocking accept on a ready listener: (listener, client, addr) or None."""
+    try:
+        client, addr = listener.accept()
+    except OSError as e:
+        if e.errno in _RETRY_ERRNOS:
+            return None
+        raise
+    client.setblocking(True)
+    return listener, client, addr
+
+
+class Shared:
+    """What the workers of one master share: its semaphore, its lock file.
+
+    Made once in the master (a worker class's ``setup()`` runs at start, on
+    every HUP and whenever gunicorn reads the setting), inherited by the
+    workers through fork, removed when the master exits and never when a
+    worker does.
+    """
+    semaphore = None
+    lock_path = None
+    owner = None
+
+    @classmethod
+    def ensure(cls, engine):
+        if cls.owner is None:
+            cls.owner = os.getpid()
+            atexit.register(cls.remove)
+        if engine == "sem" and cls.semaphore is None and _sys is not None:
+            cls.semaphore = _sys.Semaphore.create()
+        if engine == "fcntl" and cls.lock_path is None:
+            tmpdir = os.environ.get("TURBOWORKERS_LOCK_DIR") or None
+            fd, path = tempfile.mkstemp(prefix="turboworkers-accept-%d-" % os.getpid(),
+                                        suffix=".lock", dir=tmpdir)
+            os.close(fd)
+            cls.lock_path = path
+
+    @classmethod
+    def ensure_for(cls, engine):
+        """Make what ``engine`` ("auto" included) may need."""
+        if engine in ("sem", "auto"):
+            cls.ensure("sem" if _sys is not None else "fcntl")
+        elif engine == "fcntl":
+            cls.ensure("fcntl")
+
+    @classmethod
+    def remove(cls):
+        # atexit handlers registered in the master also run in forked
+        # workers that leave through sys.exit: only the master removes.
+        if os.getpid() != cls.owner:
+            return
+        if cls.semaphore is not None:
+            try:
+                cls.semaphore.remove()
+            except OSError:
+                pass
+            cls.semaphore = None
+        if cls.lock_path is not None:
+            try:
+                os.unlink(cls.lock_path)
+            except OSError:
+                pass
+            cls.lock_path = None
+
+
+class Heartbeat:
+    """Beat gunicorn's heartbeat at most once per period.
+
+    The arbiter only asks for a beat within ``timeout`` seconds; a busy
+    worker need not touch its heartbeat file on every connection.
+    """
+
+    def __init__(self, notify, period):
+        self.notify = notify
+        self.period = period
+        self.last = -period
+
+    def __call__(self):
+        now = time.monotonic()
+        if now - self.last >= self.period:
+            self.last = now
+            self.notify()
+
+
+class _Waiter:
+    """Waits until one of the listeners can accept, for at most ``wait`` s."""
+
+    def __init__(self, listeners, wakeup_fd):
+        self.listeners = listeners
+        self.by_fd = {l.fileno(): l for l in listeners}
+        self.wakeup_fd = wakeup_fd
+        if _sys is not None:
+            self.poller = _sys.Epoll()
+        else:
+            self.poller = select.epoll()
+        for fd in self.by_fd:
+            self.poller.register(fd, select.EPOLLIN) if _sys is None else self.poller.register(fd)
+
+    def ready(self, wait):
+        if _sys is not None:
+            fds = self.poller.wait(wait)
+        else:
+            try:
+                fds = [fd for fd, _ in self.poller.poll(wait)]
+            except InterruptedError:
+                fds = []
+        return [self.by_fd[fd] for fd in fds if fd in self.by_fd]
+
+    def close(self):
+        self.poller.close()
+
+
+# -- engines: accept() gives (listener, client, addr) or None -----------------
+
+class QueueEngine:
+    name = "queue"
+
+    def __init__(self, listeners, wait, **_):
+        if len(listeners) != 1:
+            raise AcceptConfigError("%s=queue needs exactly one listener (there are %d); "
+                                    "use sem, fcntl or epoll" % (ENV, len(listeners)))
+        self.listener = listeners[0]
+        self.sock = _raw(self.listener)
         self.sock.setblocking(True)
         set_recv_timeout(self.sock, wait)
         defer_accept(self.sock)
 
     def accept(self):
-        """(listener, client, addr), or None when the wait timed out."""
         try:
             client, addr = self.sock.accept()
         except OSError as e:
@@ -88,18 +255,57 @@ class BlockingAccept:
         pass
 
 
-class LockedAccept:
-    """Several listeners: an fcntl lock lets one idle worker wait at a time."""
+class _MutexEngine:
+    """The holder of a cross-process mutex waits for the listeners."""
 
-    def __init__(self, listeners, wait, lock_path, notify, wakeup_fd):
-        self.listeners = listeners
+    def __init__(self, listeners, wait, wakeup_fd=None, **_):
         self.wait = wait
-        self.wakeup_fd = wakeup_fd
-        for sock in listeners:
-            sock.setblocking(False)
-        self.lock_fd = os.open(lock_path, os.O_RDWR | os.O_CLOEXEC)
-        # While the main thread sleeps on the lock it cannot beat the
-        # heartbeat; this thread does it for it, and only then.
+        for l in listeners:
+            l.setblocking(False)
+            defer_accept(_raw(l))
+        self.waiter = _Waiter(listeners, wakeup_fd)
+
+    def _serve_while_held(self):
+        for listener in self.waiter.ready(self.wait):
+            conn = _accept_from(listener)
+            if conn is not None:
+                return conn
+        return None
+
+    def close(self):
+        self.waiter.close()
+
+
+class SemEngine(_MutexEngine):
+    name = "sem"
+
+    def __init__(self, listeners, wait, **kw):
+        if Shared.semaphore is None:
+            raise AcceptConfigError("%s=sem: no semaphore (the compiled extension is "
+                                    "missing or the master made none)" % ENV)
+        super().__init__(listeners, wait, **kw)
+        self.sem = Shared.semaphore
+
+    def accept(self):
+        if not self.sem.acquire(self.wait):
+            return None
+        try:
+            return self._serve_while_held()
+        finally:
+            self.sem.release()
+
+
+class FcntlEngine(_MutexEngine):
+    name = "fcntl"
+
+    def __init__(self, listeners, wait, notify=None, **kw):
+        if Shared.lock_path is None:
+            raise AcceptConfigError("%s=fcntl: the master made no lock file" % ENV)
+        super().__init__(listeners, wait, **kw)
+        self.fd = os.open(Shared.lock_path, os.O_RDWR | os.O_CLOEXEC)
+        self.lock = _sys.FileLock(self.fd) if _sys is not None else None
+        # A wait for an fcntl lock has no time limit; while the main thread
+        # sleeps on it this thread beats the heartbeat for it, and only then.
         self._waiting = threading.Event()
         self._closed = False
         self._notify = notify
@@ -108,80 +314,156 @@ class LockedAccept:
         self._beater.start()
 
     def _beat(self):
-        while not self._closed:
+        while True:
             self._waiting.wait()
             if self._closed:
                 return
-            self._notify()
+            if self._notify is not None:
+                self._notify()
             time.sleep(self.wait)
+
+    def _acquire(self):
+        if self.lock is not None:
+            return self.lock.acquire(True)
+        import fcntl
+        try:
+            fcntl.lockf(self.fd, fcntl.LOCK_EX)
+        except InterruptedError:
+            return False
+        return True
+
+    def _release(self):
+        if self.lock is not None:
+            self.lock.release()
+        else:
+            import fcntl
+            fcntl.lockf(self.fd, fcntl.LOCK_UN)
 
     def accept(self):
         self._waiting.set()
         try:
-            fcntl.lockf(self.lock_fd, fcntl.LOCK_EX)
+            got = self._acquire()
         finally:
             self._waiting.clear()
-        try:
-            ready = select.select(self.listeners + [self.wakeup_fd], [], [], self.wait)[0]
-            for listener in ready:
-                if listener == self.wakeup_fd:
-                    try:
-                        os.read(self.wakeup_fd, 1)
-                    except OSError:
-                        pass
-                    continue
-                try:
-                    client, addr = listener.accept()
-                except OSError as e:
-                    if e.errno in _RETRY_ERRNOS:
-                        continue
-                    raise
-                client.setblocking(True)
-                return listener, client, addr
+        if not got:
             return None
+        try:
+            return self._serve_while_held()
         finally:
-            fcntl.lockf(self.lock_fd, fcntl.LOCK_UN)
+            self._release()
 
     def close(self):
         self._closed = True
         self._waiting.set()
+        super().close()
         try:
-            os.close(self.lock_fd)
+            os.close(self.fd)
         except OSError:
             pass
 
 
-class LockFile:
-    """The lock file of one gunicorn master, shared by all of its workers.
+class EpollEngine:
+    name = "epoll"
 
-    Made once in the master (``setup()`` may run many times: at start, on
-    every HUP), inherited by the workers through fork, removed when the
-    master exits and never when a worker does.
-    """
-    path = None
-    owner = None
+    def __init__(self, listeners, wait, rotate=16, **_):
+        self.wait = wait
+        self.rotate = rotate
+        self.accepted = 0
+        self.listeners = listeners
+        self.by_fd = {l.fileno(): l for l in listeners}
+        for l in listeners:
+            l.setblocking(False)
+            defer_accept(_raw(l))
+        self.poller = _sys.Epoll() if _sys is not None else select.epoll()
+        self._register()
 
-    @classmethod
-    def ensure(cls):
-        if cls.path is not None:
-            return cls.path
-        fd, path = tempfile.mkstemp(prefix="turboworkers-accept-%d-" % os.getpid(),
-                                    suffix=".lock")
-        os.close(fd)
-        cls.path = path
-        cls.owner = os.getpid()
-        atexit.register(cls._remove)
-        return path
+    def _register(self):
+        for fd in self.by_fd:
+            if _sys is not None:
+                self.poller.register(fd, True)
+            else:
+                self.poller.register(fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
 
-    @classmethod
-    def _remove(cls):
-        # atexit handlers registered in the master also run in forked
-        # workers that exit through sys.exit: only the master removes.
-        if cls.path and os.getpid() == cls.owner:
+    def _rotate(self):
+        # EPOLL_CTL_DEL + ADD puts this worker at the back of the line of
+        # exclusive waiters, so the next connections go to the others.
+        for fd in self.by_fd:
+            self.poller.unregister(fd)
+        self._register()
+
+    def accept(self):
+        if _sys is not None:
+            fds = self.poller.wait(self.wait)
+        else:
             try:
-                os.unlink(cls.path)
-            except OSError:
-                pass
+                fds = [fd for fd, _ in self.poller.poll(self.wait)]
+            except InterruptedError:
+                fds = []
+        for fd in fds:
+            conn = _accept_from(self.by_fd[fd])
+            if conn is not None:
+                self.accepted += 1
+                if self.accepted % self.rotate == 0:
+                    self._rotate()
+                return conn
+        return None
+
+    def close(self):
+        self.poller.close()
+
+
+class NoneEngine:
+    """Stock gunicorn's way: every idle worker waits in select()."""
+    name = "none"
+
+    def __init__(self, listeners, wait, wakeup_fd=None, **_):
+        self.wait = wait
+        self.listeners = listeners
+        for l in listeners:
+            l.setblocking(False)
+        self.fds = list(listeners) + ([wakeup_fd] if wakeup_fd is not None else [])
+        self.wakeup_fd = wakeup_fd
+
+    def accept(self):
+        try:
+            ready = select.select(self.fds, [], [], self.wait)[0]
+        except InterruptedError:
+            return None
+        for listener in ready:
+            if listener == self.wakeup_fd:
+                try:
+                    os.read(self.wakeup_fd, 1)
+                except OSError:
+                    pass
+                continue
+            conn = _accept_from(listener)
+            if conn is not None:
+                return conn
+        return None
+
+    def close(self):
+        pass
+
+
+_ENGINE_CLASSES = {c.name: c for c in (QueueEngine, SemEngine, FcntlEngine, EpollEngine, NoneEngine)}
+
+
+def resolve(name, listeners, auto):
+    """The engine a worker uses: ``auto`` is the worker class's choice,
+    given its listeners; ``sem`` without the compiled extension is fcntl."""
+    if name == "auto":
+        name = auto(listeners)
+    if name == "sem" and _sys is None:
+        name = "fcntl"
+    if name == "queue" and len(listeners) != 1:
+        raise AcceptConfigError("%s=queue needs exactly one listener (there are %d); "
+                                "use sem, fcntl or epoll" % (ENV, len(listeners)))
+    return name
+
+
+def make_engine(name, listeners, wait, notify, wakeup_fd):
+    return _ENGINE_CLASSES[name](listeners, wait, notify=notify, wakeup_fd=wakeup_fd,
+                                 rotate=rotate_from_env())
 
 
 def close_if_drained(client):
@@ -203,22 +485,3 @@ def close_if_drained(client):
         return False
     client.close()
     return True
-
-
-class Heartbeat:
-    """Beat gunicorn's heartbeat at most once per period.
-
-    The arbiter only asks for a beat within ``timeout`` seconds; a busy
-    worker need not touch its heartbeat file on every connection.
-    """
-
-    def __init__(self, notify, period):
-        self.notify = notify
-        self.period = period
-        self.last = -period
-
-    def __call__(self):
-        now = time.monotonic()
-        if now - self.last >= self.period:
-            self.last = now
-            self.notify()

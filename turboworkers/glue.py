@@ -23,6 +23,32 @@ def check_settings(cfg, worker):
                           "means gthread)" % cfg.threads)
 
 
+def accept_engine_at_setup(worker):
+    """The TURBOWORKERS_ACCEPT engine, read in the master; a bad value stops
+    start-up with one line."""
+    from turboworkers import accept
+    try:
+        accept.rotate_from_env()
+        return accept.engine_from_env()
+    except accept.AcceptConfigError as e:
+        raise ConfigError(worker, str(e))
+
+
+def accept_engine_at_boot(worker, listeners, auto):
+    """The engine a booting worker uses with its listeners."""
+    from turboworkers import accept
+    try:
+        return accept.resolve(accept.engine_from_env(), listeners, auto)
+    except accept.AcceptConfigError as e:
+        _refuse(ConfigError(worker, str(e)))
+
+
+def _refuse(error):
+    print(error.code, file=sys.stderr)
+    sys.stderr.flush()
+    sys.exit(WORKER_BOOT_ERROR)
+
+
 def check_settings_at_boot(cfg, worker):
     """``check_settings`` in a booting worker process.
 
@@ -33,9 +59,7 @@ def check_settings_at_boot(cfg, worker):
     try:
         check_settings(cfg, worker)
     except ConfigError as e:
-        print(e.code, file=sys.stderr)
-        sys.stderr.flush()
-        sys.exit(WORKER_BOOT_ERROR)
+        _refuse(e)
 
 
 class HttpCore:

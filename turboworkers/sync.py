@@ -20,14 +20,24 @@ from turboworkers import glue
 class SyncMutexWorker(SyncWorker):
     """Drop-in for ``-k sync``: ``gunicorn -k turboworkers.SyncMutexWorker app:app``."""
 
+    @staticmethod
+    def default_accept(listeners):
+        # One listener: the kernel's own queue of sleepers in accept() wakes
+        # one worker per connection, oldest first. Several: the semaphore.
+        return "queue" if len(listeners) == 1 else "sem"
+
     @classmethod
     def setup(cls):
-        # Runs in the master, at start and on every HUP: the lock file for
-        # deployments with several listeners is made once and then kept.
-        _accept.LockFile.ensure()
+        # Runs in the master, at start and on every HUP (and whenever gunicorn
+        # reads the setting): what the accept engine shares between workers
+        # is made once and then kept.
+        engine = glue.accept_engine_at_setup(cls.__name__)
+        _accept.Shared.ensure_for(engine)
 
     def init_process(self):
         glue.check_settings_at_boot(self.cfg, self.__class__.__name__)
+        self.accept_engine = glue.accept_engine_at_boot(
+            self.__class__.__name__, self.sockets, self.default_accept)
         super().init_process()
 
     def run(self):
@@ -42,11 +52,9 @@ class SyncMutexWorker(SyncWorker):
         self._access_log = self.log.access_log_enabled
         self._listener_names = {}
         wait = _accept.idle_wait(self.timeout)
-        if len(self.sockets) == 1:
-            acceptor = _accept.BlockingAccept(self.sockets[0], wait)
-        else:
-            acceptor = _accept.LockedAccept(self.sockets, wait, _accept.LockFile.ensure(),
-                                            self.notify, self.PIPE[0])
+        acceptor = _accept.make_engine(self.accept_engine, self.sockets, wait,
+                                       self.notify, self.PIPE[0])
+        self.log.debug("turboworkers: accept engine %s", self.accept_engine)
         try:
             beat = _accept.Heartbeat(self.notify, wait)
             while self.alive:

@@ -139,10 +139,12 @@ def parse_ab(text, csv_text=None):
                 latency[float(pm.group(1))] = float(pm.group(2))
             else:
                 in_table = False
+    out["latency_source"] = "ab table (whole ms)"
     if csv_text:
         fine = parse_ab_csv(csv_text)
         if fine:
             latency = fine
+            out["latency_source"] = "ab -e csv"
     out["latency_ms"] = latency
     out["p50_ms"] = latency.get(50.0)
     out["p99_ms"] = latency.get(99.0)

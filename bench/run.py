@@ -16,6 +16,7 @@ import re
 import shutil
 import signal
 import sys
+import tempfile
 import time
 
 from bench import loadgen, procfs, procs, report
@@ -23,7 +24,6 @@ from bench.scenarios import PRESETS, SCENARIOS
 from bench.servers import ROOT, SERVERS, availability, find_tool, launch
 
 HOST = "127.0.0.1"
-TMP_ROOT = os.path.join(ROOT, "bench", "results", "tmp", "run")
 READY_TIMEOUT = 60.0
 
 
@@ -310,7 +310,7 @@ def progress(i, total, t0, scenario, rnd, rounds, name, fig, rss):
         fig["failed"], rss_s)
 
 
-def run_scenario(scenario, entries, args, counter, t0, sink):
+def run_scenario(scenario, entries, args, counter, t0, sink, tmp_root):
     """Run one scenario; its result is appended to ``sink`` first, so that an
     interrupted run still reports what it measured."""
     rounds = scenario.rounds(args.rounds)
@@ -326,7 +326,7 @@ def run_scenario(scenario, entries, args, counter, t0, sink):
         records[server.name] = rec
         result["servers"].append(rec)
     running = []
-    scen_tmp = os.path.join(TMP_ROOT, scenario.name)
+    scen_tmp = os.path.join(tmp_root, scenario.name)
     os.makedirs(scen_tmp, exist_ok=True)
     try:
         for server, reason in entries:
@@ -422,6 +422,8 @@ def parse_args(argv):
                     help="interpreter that runs the Python servers (default: this one)")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
     ap.add_argument("--no-plots", action="store_true")
+    ap.add_argument("--keep-tmp", action="store_true",
+                    help="keep the run's directory of server configurations and logs")
     ap.add_argument("--list", action="store_true", help="list scenarios and servers, then exit")
     ap.add_argument("--dry-run", action="store_true",
                     help="print the plan (who runs where, who is skipped and why) and the "
@@ -480,8 +482,10 @@ def main(argv=None):
     log("turboworkers %s, mode %s%s" % (tw.get("version"), tw.get("mode"),
                                          " (%s)" % tw["import_error"] if tw.get("import_error")
                                          else ""))
-    shutil.rmtree(TMP_ROOT, ignore_errors=True)
-    os.makedirs(TMP_ROOT, exist_ok=True)
+    # Server configurations, logs and ab's CSV files live outside the work
+    # tree, in a directory of this run, removed at the end unless asked to
+    # keep it or a server failed (its log is the explanation).
+    tmp_root = tempfile.mkdtemp(prefix="turboworkers-bench-")
     results = {"meta": machine_meta(probe, args, argv), "scenarios": []}
     counter = [0, n_runs]
     status = 0
@@ -490,7 +494,7 @@ def main(argv=None):
             if scenario.load != "sequential" and shutil.which(scenario.load) is None:
                 entries = [(s, r or "%s is not installed" % scenario.load) for s, r in entries]
             log("== %s: %s" % (scenario.name, scenario.title))
-            run_scenario(scenario, entries, args, counter, t0, results["scenarios"])
+            run_scenario(scenario, entries, args, counter, t0, results["scenarios"], tmp_root)
     except KeyboardInterrupt:
         log("interrupted: stopping every server, writing what was measured")
         status = 130
@@ -502,6 +506,12 @@ def main(argv=None):
             paths = report.write_all(results, args.out, plots=not args.no_plots)
             for p in paths:
                 log("wrote %s" % os.path.relpath(p, os.getcwd()))
+    failed = [r["name"] for sc in results["scenarios"] for r in sc["servers"]
+              if r["status"] == "failed"]
+    if args.keep_tmp or failed:
+        log("server logs kept in %s" % tmp_root)
+    else:
+        shutil.rmtree(tmp_root, ignore_errors=True)
     log("done in %s" % fmt_secs(time.monotonic() - t0))
     leftovers = procs.running_pids()
     if leftovers:

@@ -125,4 +125,4 @@ cdef class RequestParser:
     cdef object _build(self, const char *p, Py_ssize_t h_start, Py_ssize_t h_end)
     cdef _framing(self, Request req, Body body, list framing)
     cdef _unix_server(self, dict env, host, scheme)
-    cdef list _trailers(self, object req, Py_ssize_t a, Py_ssize_t h_end)
+    cdef list _trailers(self, Py_ssize_t a, Py_ssize_t h_end)

@@ -1092,42 +1092,30 @@ cdef class RequestParser:
 
     # -- trailers -------------------------------------------------------------
 
-    cdef list _trailers(self, object req, Py_ssize_t a, Py_ssize_t h_end):
-        """Parse a trailer block as gunicorn's parse_headers(from_trailer=True)."""
+    cdef list _trailers(self, Py_ssize_t a, Py_ssize_t h_end):
+        """Parse a trailer block as gunicorn's parse_headers(from_trailer=True).
+
+        Rare, so written for clarity: the same checks as the header loop of
+        _build, in the same order, without its fast paths; no policy but
+        header_map applies to trailers.
+        """
         cdef ParserConfig cfg = self.config
         cdef const char *p = PyBytes_AS_STRING(self.buf)
-        cdef Py_ssize_t b, colon, i, vs, ve, n
-        cdef const char *hit
+        cdef Py_ssize_t b, colon, i, vs, ve
         cdef bint seen_ctype = False, underscore
         cdef list out = []
         while a < h_end:
-            b = a
-            while True:
-                hit = <const char *>memchr(p + b, c'\r', h_end - b)
-                if hit == NULL:
-                    b = h_end
-                    break
-                b = hit - p
-                if b + 1 < h_end and p[b + 1] == b'\n':
-                    break
-                b += 1
-                if b >= h_end:
-                    b = h_end
-                    break
+            b = _line_end(p, a, h_end)
             if len(out) >= cfg.limit_request_fields:
                 raise LimitRequestHeaders("limit request headers fields")
-            hit = <const char *>memchr(p + a, c':', b - a)
-            if hit == NULL or hit == p + a:
-                raise InvalidHeader(_latin1(p + a, b - a))
-            colon = hit - p
+            colon = a
             underscore = False
-            for i in range(a, colon):
-                if not TOKEN_CHARS[<unsigned char>p[i]]:
-                    raise InvalidHeaderName(_latin1(p + a, colon - a))
-                if p[i] == b'_':
-                    underscore = True
-            n = colon - a
-            name = _latin1(p + a, n).upper()
+            while colon < b and TOKEN_CHARS[<unsigned char>p[colon]]:
+                underscore = underscore or p[colon] == b'_'
+                colon += 1
+            if colon == a or colon >= b or p[colon] != b':':
+                _bad_header_line(p, a, b)
+            name = _latin1(p + a, colon - a).upper()
             if name in _FORBIDDEN_TRAILER:
                 raise InvalidHeaderName(name)
             vs = colon + 1
@@ -1145,7 +1133,7 @@ cdef class RequestParser:
                 raise LimitRequestHeaders("limit request headers fields size")
             if name == "CONTENT-TYPE":
                 if seen_ctype:
-                    raise InvalidHeader(name, req=req)
+                    raise InvalidHeader(name)
                 seen_ctype = True
             if underscore and cfg.header_map != HEADER_MAP_DANGEROUS:
                 # forwarder headers are never honoured in a trailer
@@ -1444,7 +1432,7 @@ cdef class Body:
         parser.pos = idx + 4
         # the body holds the request's trailer list, not the request: no
         # reference cycle, so a request is freed as soon as it is done with
-        self.trailers.extend(parser._trailers(None, s, idx))
+        self.trailers.extend(parser._trailers(s, idx))
 
     # -- the file-like interface of gunicorn's Body ------------------------
 

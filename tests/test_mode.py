@@ -61,7 +61,7 @@ def test_worker_logs_its_http_implementation(gunicorn_server):
     srv = gunicorn_server(workers=2, log_level="debug")
     text = srv.log_text()
     line, level = _expected_worker_line()
-    mine = [l for l in text.splitlines() if "turboworkers: " in l]
+    mine = [l for l in text.splitlines() if "turboworkers: " in l and "HTTP parser" in l]
     assert len(mine) == 2, "one line per worker expected:\n%s" % "\n".join(mine)
     pids = set()
     for l in mine:

@@ -8,6 +8,7 @@ Nothing here asserts a duration: waits are bounded only so a hang fails.
 import hashlib
 import json
 import os
+import signal
 import socket
 import threading
 import time
@@ -297,8 +298,9 @@ def test_iterable_close_is_called(plain, tmp_path):
     resp = plain.get("/_/close?log=%s" % log)
     assert resp.body == b"body\n"
     # close() comes after the response is out: the client may be faster
+    # (the file can exist before its line is written: wait for the line)
     deadline = time.monotonic() + 10
-    while not log.exists() and time.monotonic() < deadline:
+    while time.monotonic() < deadline and not (log.exists() and log.read_text()):
         time.sleep(0.01)
     assert log.read_text() == "closed\n"
 
@@ -438,13 +440,29 @@ def _lock_files_of(pid):
     return out
 
 
-def test_two_listeners_use_the_accept_lock(gunicorn_server):
-    srv = gunicorn_server(listeners=("tcp", "unix"), workers=2)
+def _engine_expected(engine):
+    """The accept engine a two-listener SyncMutexWorker should report for ``engine``."""
+    from turboworkers import accept
+    if engine in ("auto", "sem"):
+        return "sem" if accept._sys is not None else "fcntl"
+    return engine
+
+
+def _engines_used(srv, count):
+    return set(srv.wait_for_log(r"\] turboworkers: accept engine (\w+)", count=count))
+
+
+@pytest.mark.parametrize("engine", ["auto", "sem", "fcntl", "epoll"])
+def test_two_listeners(gunicorn_server, engine):
+    """Two listeners at once: a mutex (or EPOLLEXCLUSIVE) shared by the workers of one master."""
+    srv = gunicorn_server(listeners=("tcp", "unix"), workers=2,
+                          env={"TURBOWORKERS_ACCEPT": engine})
+    assert _engines_used(srv, 2) == {_engine_expected(engine)}
     locks = set()
     for pid in srv.worker_pids():
         locks |= _lock_files_of(pid)
-    assert len(locks) == 1, "both workers should hold the one lock file of this master: %s" % locks
-    lock = locks.pop()
+    if _engine_expected(engine) == "fcntl":
+        assert len(locks) == 1, "both workers should hold the one lock file of the master: %s" % locks
     answered = {0: 0, 1: 0}
     pids = set()
     for i in range(20):
@@ -455,13 +473,13 @@ def test_two_listeners_use_the_accept_lock(gunicorn_server):
         pids.add(int(resp.body))
     assert answered == {0: 10, 1: 10}
     assert pids <= set(srv.worker_pids())
-    # a request on each listener while the other has one in flight
     out = echo_of(srv.request("POST", "/x", body=b"tcp", listener=0))
-    assert out["body"] == "tcp"
-    out = echo_of(srv.request("POST", "/x", body=b"unix", listener=1))
-    assert out["body"] == "unix"
+    assert out["body"] == "tcp" and out["environ"]["SERVER_PORT"] == str(srv.port)
+    out = echo_of(srv.request("POST", "/x", body=b"unix" * 1000, listener=1))
+    assert out["body"] == "unix" * 1000
     assert srv.stop() == 0
-    assert not os.path.exists(lock.split(" (deleted)")[0]), "the master removes its lock file"
+    for lock in locks:
+        assert not os.path.exists(lock.split(" (deleted)")[0]), "the master removes its lock file"
 
 
 def test_tls(gunicorn_server, tmp_path):
@@ -504,6 +522,57 @@ def test_max_requests_replaces_workers_without_failing_a_request(gunicorn_server
     assert seen - first, "no new worker served a request"
     srv.wait_for_log(r"Autorestarting worker after current request", count=4)
     assert "Exception" not in srv.log_text(), srv.log_tail()
+
+
+def _wait_for_workers(srv, count, exclude=(), timeout=20):
+    deadline = time.monotonic() + timeout
+    while True:
+        pids = [p for p in srv.worker_pids() if p not in exclude]
+        if len(pids) >= count:
+            return pids
+        assert time.monotonic() < deadline, "no %d new workers; log:\n%s" % (count, srv.log_tail())
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("listeners,engine", [(("tcp",), "auto"), (("tcp", "unix"), "auto"),
+                                              (("tcp", "unix"), "fcntl"),
+                                              (("tcp", "unix"), "epoll")],
+                         ids=["one-listener", "two-listeners", "two-listeners-fcntl",
+                              "two-listeners-epoll"])
+def test_worker_killed_is_replaced_and_nothing_hangs(gunicorn_server, listeners, engine):
+    """SIGKILL each idle worker in turn: one of them was waiting with the mutex held."""
+    srv = gunicorn_server(workers=2, listeners=listeners, env={"TURBOWORKERS_ACCEPT": engine})
+    for victim in srv.worker_pids():
+        os.kill(victim, signal.SIGKILL)
+        _wait_for_workers(srv, 2, exclude=(victim,))
+        for i in range(10):
+            resp = srv.get("/_/pid", listener=i % len(listeners), timeout=20)
+            assert resp.status == 200
+            assert int(resp.body) != victim
+    assert srv.stop() == 0
+
+
+@pytest.mark.parametrize("engine", ["auto", "fcntl"])
+def test_hup_reload_keeps_serving(gunicorn_server, engine):
+    """SIGHUP: new workers on the same listeners, sharing what the master made once."""
+    srv = gunicorn_server(workers=2, listeners=("tcp", "unix"), env={"TURBOWORKERS_ACCEPT": engine})
+    old = srv.worker_pids()
+    locks = set().union(*(_lock_files_of(p) for p in old))
+    os.kill(srv.pid, signal.SIGHUP)
+    new = _wait_for_workers(srv, 2, exclude=old)
+    deadline = time.monotonic() + 20
+    while set(srv.worker_pids()) & set(old):
+        assert time.monotonic() < deadline, "old workers still alive after HUP"
+        time.sleep(0.02)
+    assert _engines_used(srv, 4) == {_engine_expected(engine)}
+    for i in range(10):
+        resp = srv.get("/_/pid", listener=i % 2)
+        assert resp.status == 200 and int(resp.body) in new
+    new_locks = set().union(*(_lock_files_of(p) for p in srv.worker_pids()))
+    assert new_locks == locks, (locks, new_locks)
+    if _engine_expected(engine) == "fcntl":
+        assert len(locks) == 1, locks
+    assert srv.stop() == 0
 
 
 def test_graceful_shutdown_completes_the_request_in_flight(gunicorn_server, tmp_path):
@@ -636,9 +705,13 @@ def test_herd_one_listener_four_workers(gunicorn_server, e2e_report):
     all threads of all four workers over 40 requests, divided by 40 (stock
     sync: about 9 to 14 with 8 workers, the floor is 1). Other processes on
     the machine add nonvoluntary switches, a herd adds switches to every
-    round: up to three rounds are measured and the best one must be below 4.
+    round: up to five rounds are measured and the best one must be below 4
+    (the voluntary switches, reported beside the total, are the herd's own
+    signature; preemption by a busy machine shows as nonvoluntary ones).
     """
-    srv = gunicorn_server(workers=4)
+    # the default accept engine (for one listener: the kernel's queue of sleepers)
+    srv = gunicorn_server(workers=4, env={"TURBOWORKERS_ACCEPT": None})
+    assert _engines_used(srv, 4) == {"queue"}
     for _ in range(4):  # warm up: every worker has imported and served once
         assert srv.get("/_/hello").status == 200
     workers = srv.worker_pids()
@@ -646,7 +719,9 @@ def test_herd_one_listener_four_workers(gunicorn_server, e2e_report):
     n = 40
     rounds = []
     served = {}
-    for _ in range(3):
+    for attempt in range(5):
+        if attempt:
+            time.sleep(0.2)  # let a burst of load from elsewhere pass
         before = {pid: (servers.context_switches(pid), _voluntary_switches(pid)) for pid in workers}
         round_served = {}
         for _ in range(n):
@@ -669,7 +744,8 @@ def test_herd_one_listener_four_workers(gunicorn_server, e2e_report):
             break
     assert set(served) <= set(workers)
     assert len(served) > 1, "one worker took every request: %s" % served
-    assert min(rounds) < 4, "context switches per request in each round: %s" % rounds
+    assert min(rounds) < 4, "context switches per request in each round: %s (see the report " \
+        "for the voluntary ones)" % rounds
 
     # the same measurement of gunicorn's own sync worker, for the report only
     stock = gunicorn_server(name="stock-sync", worker_class=servers.STOCK_SYNC, workers=4)

@@ -497,3 +497,48 @@ def test_odd_application(pairs, case, method, version):
     data = get(b"/_/odd?case=" + case.encode(), method=method, version=version)
     stock, ours = pair.exchange([("send", data), ("shut",)])
     assert_same(pair, stock, ours, "%s %s HTTP/%s" % (case, method.decode(), version.decode()))
+
+
+# -- the same cases under other settings ---------------------------------------
+
+SETTINGS_GROUPS = {
+    "small-limits": {"limit_request_line": 100, "limit_request_fields": 5,
+                     "limit_request_field_size": 50},
+    "no-limits": {"limit_request_line": 0, "limit_request_field_size": 0},
+    "no-trusted-forwarders": {"forwarded_allow_ips": ""},
+    "all-forwarders-more-headers": {"forwarded_allow_ips": "*",
+                                    "forwarder_headers": "SCRIPT_NAME,PATH_INFO,REMOTE_USER"},
+    "header-map-refuse": {"header_map": "refuse"},
+    "header-map-dangerous": {"header_map": "dangerous"},
+    "unconventional-methods": {"permit_unconventional_http_method": True,
+                               "casefold_http_method": True},
+    "unconventional-versions": {"permit_unconventional_http_version": True},
+    "no-sendfile": {"sendfile": False},
+    "own-scheme-header": {"secure_scheme_headers": {"X-SCHEME": "https"}},
+}
+
+
+def _all_cases():
+    import apps
+    cases = dict(OWN_CASES)
+    for name in apps._odd_cases():
+        cases["odd-" + name] = get(b"/_/odd?case=" + name.encode())
+    cases["forwarder-headers"] = get(b"/app/x", b"SCRIPT_NAME: /app\r\nREMOTE_USER: bob\r\n"
+                                               b"X-Scheme: https\r\nPATH_INFO: /other\r\n")
+    return cases
+
+
+@pytest.mark.parametrize("group", sorted(SETTINGS_GROUPS))
+def test_cases_under_settings(pairs, group):
+    """Every own case and odd application under other settings: one failure lists all differences."""
+    pair = pairs.get(SETTINGS_GROUPS[group])
+    differences = []
+    for name, data in sorted(_all_cases().items()):
+        stock, ours = pair.exchange([("send", data), ("shut",)])
+        a, b = outcome(stock, pair.stock), outcome(ours, pair.ours)
+        if a != b or not a["closed"]:
+            differences.append("%s:\n  stock (closed=%s error=%s): %r\n  ours  (closed=%s error=%s): %r"
+                               % (name, a["closed"], a["error"], a["data"][:400],
+                                  b["closed"], b["error"], b["data"][:400]))
+    assert not differences, "%s: %d difference(s)\n%s\n\n%s" % (
+        group, len(differences), "\n".join(differences), pair.logs())

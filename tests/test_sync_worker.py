@@ -8,6 +8,7 @@ Nothing here asserts a duration: waits are bounded only so a hang fails.
 import hashlib
 import json
 import os
+import re
 import signal
 import socket
 import threading
@@ -657,6 +658,47 @@ def test_access_log_through_gunicorns_logger(gunicorn_server, tmp_path):
     assert lines[2] == '127.0.0.1 "GET /_/stream?n=1 HTTP/1.1" 200 12 "streamer" "text/plain"'
     assert lines[3].startswith('127.0.0.1 "GET /_/raise-before HTTP/1.1" 500 ')
     assert len(lines) == 4, lines
+
+
+def _statsd_metrics(sock, want, timeout=10):
+    """Datagrams received on ``sock`` until ``want`` request counters came (or the deadline)."""
+    got = []
+    deadline = time.monotonic() + timeout
+    while sum(m.startswith(b"gunicorn.requests:") for m in got) < want \
+            and time.monotonic() < deadline:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            got.extend(sock.recv(65536).split(b"\n"))
+        except socket.timeout:
+            break
+    return got
+
+
+@pytest.mark.parametrize("accesslog", [False, True], ids=["no-access-log", "access-log"])
+def test_statsd_metrics_as_stock_gunicorn_sends_them(gunicorn_server, tmp_path, accesslog):
+    """gunicorn's statsd logger counts every request, with or without an access log."""
+    results = {}
+    for worker_class in (servers.STOCK_SYNC, servers.TURBO_SYNC):
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            udp.bind(("127.0.0.1", 0))
+            args = ["--statsd-host", "127.0.0.1:%d" % udp.getsockname()[1]]
+            if accesslog:
+                args += ["--access-logfile", str(tmp_path / ("access-%s.log" % worker_class))]
+            srv = gunicorn_server(name=worker_class.split(".")[-1], worker_class=worker_class,
+                                  workers=1, args=args)
+            assert srv.get("/_/hello").status == 200
+            assert srv.request("POST", "/x", body=b"abc").status == 200
+            assert srv.get("/_/raise-before").status == 500
+            metrics = _statsd_metrics(udp, 3)
+        finally:
+            udp.close()
+        # durations vary; names, counts and status codes must not
+        results[worker_class] = sorted(
+            re.sub(rb":[0-9.]+\|ms$", b":<ms>|ms", m) for m in metrics
+            if m.startswith(b"gunicorn.request"))
+    assert results[servers.STOCK_SYNC].count(b"gunicorn.requests:1|c|@1.0") == 3, results
+    assert results[servers.TURBO_SYNC] == results[servers.STOCK_SYNC]
 
 
 def _lines(path):

@@ -10,6 +10,7 @@ import sys
 from datetime import datetime
 
 from gunicorn import http, sock, util
+from gunicorn.glogging import Logger
 from gunicorn.http.wsgi import FileWrapper
 from gunicorn.workers.sync import SyncWorker
 
@@ -49,7 +50,10 @@ class SyncMutexWorker(SyncWorker):
         # read once: each gunicorn setting lookup is a few Python calls
         self._pre_request = self.cfg.pre_request
         self._post_request = self.cfg.post_request
-        self._access_log = self.log.access_log_enabled
+        # gunicorn's Logger.access() does nothing without an access log, but
+        # another logger class (statsd's, a user's) may act on every request
+        self._access_log = (self.log.access_log_enabled
+                            or type(self.log).access is not Logger.access)
         self._listener_names = {}
         wait = _accept.idle_wait(self.timeout)
         acceptor = _accept.make_engine(self.accept_engine, self.sockets, wait,

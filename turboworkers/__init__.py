@@ -11,6 +11,8 @@ __version__ = "0.1.0"
 # class name -> module that holds it
 _WORKERS = {
     "SyncMutexWorker": "turboworkers.sync",
+    "GeventMutexWorker": "turboworkers.gevent_mutex",
+    "EpollThreadWorker": "turboworkers.epoll_thread",
 }
 
 __all__ = sorted(_WORKERS) + ["MODE", "__version__"]

@@ -1,0 +1,489 @@
+"""End to end: ``gunicorn -k turboworkers.EpollThreadWorker`` with real clients.
+
+Real gunicorn processes (tests/servers.py) on loopback; the same tests run in
+accelerated and in pure mode. No duration is asserted: waits are bounded only
+so that a hang fails, and the head-of-line test asserts an order of events.
+"""
+import hashlib
+import json
+import os
+import re
+import socket
+import threading
+import time
+
+import pytest
+
+import servers
+from turboworkers import _ext
+
+TURBO_THREAD = "turboworkers.EpollThreadWorker"
+ACCELERATED = _ext.MODE == "accelerated"
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+MB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def threaded(module_gunicorn_server):
+    """``apps:app``, one worker, 4 threads: shared by the tests that leave it as they found it."""
+    return module_gunicorn_server(name="threaded", worker_class=TURBO_THREAD,
+                                  args=["--threads", "4", "--keep-alive", "10"])
+
+
+# -- a raw keep-alive client --------------------------------------------------
+
+class Client:
+    """One connection; requests written raw, responses read one at a time."""
+
+    def __init__(self, srv, timeout=20.0):
+        self.host = srv.host_header
+        self.sock = srv.connect(timeout=timeout)
+        self.f = self.sock.makefile("rb")
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def get(self, path, extra=b""):
+        return b"GET %s HTTP/1.1\r\nHost: %s\r\n%s\r\n" % (path.encode(), self.host.encode(), extra)
+
+    def read(self, method=b"GET"):
+        """(status code, {lower name: value}, body) of the next response; body dechunked."""
+        line = self.f.readline()
+        if not line:
+            raise EOFError("connection closed before a response")
+        while True:
+            code = int(line.split()[1])
+            headers = {}
+            while True:
+                h = self.f.readline()
+                if h in (b"\r\n", b""):
+                    break
+                name, _, value = h.decode("latin-1").partition(":")
+                headers[name.strip().lower()] = value.strip()
+            if 100 <= code < 200:
+                line = self.f.readline()
+                continue
+            break
+        body = b""
+        if method == b"HEAD" or code in (204, 304):
+            pass
+        elif headers.get("transfer-encoding", "").lower() == "chunked":
+            parts = []
+            while True:
+                size = int(self.f.readline().split(b";")[0], 16)
+                if size == 0:
+                    while self.f.readline() not in (b"\r\n", b""):
+                        pass
+                    break
+                parts.append(self.f.read(size))
+                self.f.read(2)
+            body = b"".join(parts)
+        elif "content-length" in headers:
+            body = self.f.read(int(headers["content-length"]))
+        else:
+            body = self.f.read()
+        return code, headers, body
+
+    def closed_by_server(self):
+        self.sock.settimeout(10.0)
+        try:
+            return self.f.read(1) == b""
+        except OSError:
+            return True
+
+    def close(self):
+        self.f.close()
+        self.sock.close()
+
+
+def _client(srv):
+    return Client(srv)
+
+
+# -- keep-alive, pipelining, framing ------------------------------------------
+
+def test_keep_alive_serves_many_requests_on_one_connection(threaded):
+    c = _client(threaded)
+    try:
+        ports = set()
+        for i in range(10):
+            c.send(c.get("/k%d" % i))
+            code, headers, body = c.read()
+            assert code == 200
+            assert headers["connection"] == "keep-alive"
+            env = json.loads(body)["environ"]
+            assert env["PATH_INFO"] == "/k%d" % i
+            assert env["wsgi.multithread"] is True
+            ports.add(env["SERVER_PORT"])
+        assert ports == {str(threaded.port)}
+    finally:
+        c.close()
+
+
+def test_connection_close_and_http10(threaded):
+    c = _client(threaded)
+    try:
+        c.send(c.get("/", b"Connection: close\r\n"))
+        code, headers, _ = c.read()
+        assert code == 200 and headers["connection"] == "close"
+        assert c.closed_by_server()
+    finally:
+        c.close()
+    c = _client(threaded)
+    try:
+        c.send(b"GET /_/hello HTTP/1.0\r\n\r\n")
+        code, headers, body = c.read()
+        assert code == 200 and body == b"Hello, world!\n"
+        assert c.closed_by_server()
+    finally:
+        c.close()
+
+
+def test_pipelined_requests_are_answered_in_order(threaded):
+    c = _client(threaded)
+    try:
+        reqs = b"".join(c.get("/p%d" % i) for i in range(8))
+        reqs += (b"POST /p8 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+                 + c.get("/p9"))
+        c.send(reqs)
+        for i in range(10):
+            code, _, body = c.read()
+            assert code == 200
+            data = json.loads(body)
+            assert data["environ"]["PATH_INFO"] == "/p%d" % i
+            if i == 8:
+                assert data["body"] == "hello"
+    finally:
+        c.close()
+
+
+def test_chunked_request_and_chunked_response(threaded):
+    c = _client(threaded)
+    try:
+        c.send(b"POST /chunky HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"5\r\nhello\r\n1;ext=1\r\n \r\n5\r\nworld\r\n0\r\nX-Trailer: 1\r\n\r\n")
+        code, headers, body = c.read()
+        assert code == 200
+        assert json.loads(body)["body"] == "hello world"
+        c.send(c.get("/_/stream?n=5"))
+        code, headers, body = c.read()
+        assert code == 200 and headers["transfer-encoding"] == "chunked"
+        assert body == b"".join(b"piece %d\n" % i for i in range(5)) + b"end\n"
+        # the connection is still usable after a chunked response
+        c.send(c.get("/_/hello"))
+        assert c.read()[2] == b"Hello, world!\n"
+    finally:
+        c.close()
+
+
+def test_head_has_no_body(threaded):
+    c = _client(threaded)
+    try:
+        c.send(b"HEAD /_/hello HTTP/1.1\r\nHost: x\r\n\r\n")
+        code, headers, body = c.read(b"HEAD")
+        assert code == 200 and headers["content-length"] == "14" and body == b""
+        c.send(c.get("/_/hello"))
+        assert c.read()[2] == b"Hello, world!\n"
+    finally:
+        c.close()
+
+
+def test_expect_100_continue(threaded):
+    c = _client(threaded)
+    try:
+        c.send(b"POST /cont HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+               b"Expect: 100-continue\r\n\r\n")
+        c.sock.settimeout(10.0)
+        assert c.f.readline() == b"HTTP/1.1 100 Continue\r\n"
+        assert c.f.readline() == b"\r\n"
+        c.send(b"body")
+        code, _, body = c.read()
+        assert code == 200 and json.loads(body)["body"] == "body"
+    finally:
+        c.close()
+
+
+def test_large_upload_streams_through_wsgi_input(threaded):
+    payload = os.urandom(10 * MB)
+    c = _client(threaded)
+    try:
+        c.send(b"POST /_/digest HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(payload))
+        c.send(payload)
+        code, _, body = c.read()
+        assert code == 200
+        assert json.loads(body) == {"length": len(payload),
+                                    "sha256": hashlib.sha256(payload).hexdigest()}
+        c.send(c.get("/_/hello"))
+        assert c.read()[2] == b"Hello, world!\n"
+    finally:
+        c.close()
+
+
+def test_unread_body_is_skipped_before_the_next_request(threaded):
+    c = _client(threaded)
+    try:
+        c.send(b"POST /_/hello HTTP/1.1\r\nHost: x\r\nContent-Length: 3000\r\n\r\n" + b"x" * 3000
+               + c.get("/after"))
+        assert c.read()[2] == b"Hello, world!\n"
+        assert json.loads(c.read()[2])["environ"]["PATH_INFO"] == "/after"
+    finally:
+        c.close()
+
+
+def test_bad_request_gets_400_and_close(threaded):
+    c = _client(threaded)
+    try:
+        c.send(b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n")
+        code, _, _ = c.read()
+        assert code == 400
+        assert c.closed_by_server()
+    finally:
+        c.close()
+
+
+# -- slow and vanishing clients -------------------------------------------------
+
+def test_slow_client_does_not_hold_the_only_thread(gunicorn_server):
+    srv = gunicorn_server(name="one-thread", worker_class=TURBO_THREAD,
+                          args=["--threads", "1", "--keep-alive", "10"])
+    slow = _client(srv)
+    try:
+        head = slow.get("/slow")
+        # the first half of the head arrives, then nothing for a while
+        slow.send(head[:10])
+        # meanwhile other clients are served by the one thread
+        for i in range(5):
+            resp = srv.get("/_/hello")
+            assert resp.status == 200
+            time.sleep(0.05)
+            slow.send(head[10 + i:11 + i])
+        slow.send(head[15:])
+        code, _, body = slow.read()
+        assert code == 200 and json.loads(body)["environ"]["PATH_INFO"] == "/slow"
+    finally:
+        slow.close()
+
+
+def test_client_that_disconnects_mid_response(threaded):
+    pids = threaded.worker_pids()
+    for _ in range(3):
+        c = _client(threaded)
+        c.send(c.get("/_/big?size=%d" % (32 * MB)))
+        c.f.read(1000)
+        # a reset, not a polite close: the server's next write fails
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        c.close()
+    for _ in range(5):
+        assert threaded.get("/_/hello").status == 200
+    assert threaded.worker_pids() == pids
+
+
+# -- concurrency -----------------------------------------------------------------
+
+def test_head_of_line_fast_requests_pass_a_slow_one(gunicorn_server, tmp_path):
+    srv = gunicorn_server(name="hol", worker_class=TURBO_THREAD,
+                          args=["--threads", "4", "--keep-alive", "30"])
+    marker = str(tmp_path / "slow-started")
+    order = []
+    lock = threading.Lock()
+    slow = _client(srv)
+    try:
+        # a keep-alive connection first makes a fast request, then a slow one
+        slow.send(slow.get("/_/hello"))
+        assert slow.read()[0] == 200
+        slow.send(slow.get("/_/sleep?s=1&marker=%s" % marker))
+        deadline = time.monotonic() + 20
+        while not os.path.exists(marker):
+            assert time.monotonic() < deadline, "the slow request never started"
+            time.sleep(0.01)
+        errors = []
+
+        def fast(i):
+            try:
+                c = _client(srv)
+                try:
+                    for j in range(5):
+                        c.send(c.get("/_/hello"))
+                        assert c.read()[0] == 200
+                finally:
+                    c.close()
+                with lock:
+                    order.append("fast%d" % i)
+            except Exception as e:  # reported below
+                errors.append(repr(e))
+
+        threads = [threading.Thread(target=fast, args=(i,)) for i in range(20)]
+        for t in threads:
+            t.start()
+        code, _, body = slow.read()
+        with lock:
+            order.append("slow")
+        assert code == 200 and body == b"slept\n"
+        for t in threads:
+            t.join(30)
+        assert not errors
+        assert len(order) == 21
+        assert order[-1] == "slow", order
+    finally:
+        slow.close()
+
+
+def test_graceful_shutdown_under_load_loses_nothing(gunicorn_server, tmp_path):
+    srv = gunicorn_server(name="graceful", worker_class=TURBO_THREAD, workers=2,
+                          args=["--threads", "4", "--keep-alive", "10",
+                                "--graceful-timeout", "15"])
+    stop = threading.Event()
+    done = []
+    failures = []
+    marker = str(tmp_path / "in-flight")
+
+    def client(i):
+        c = _client(srv)
+        try:
+            while not stop.is_set():
+                path = "/_/sleep?s=0.5&marker=%s" % marker if i == 0 else "/_/hello"
+                c.send(c.get(path))
+                code, headers, _ = c.read()
+                if code != 200:
+                    failures.append(code)
+                done.append(i)
+                if headers.get("connection") == "close":
+                    c.close()
+                    if stop.is_set():
+                        return
+                    c = _client(srv)
+        except Exception as e:
+            failures.append(repr(e))
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 20
+    while (len(done) < 200 or not os.path.exists(marker)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    before = len(done)
+    # clients finish the request they are making and stop; a sleeping
+    # request is in flight while the workers are told to stop
+    os.unlink(marker)
+    stop.set()
+    srv.terminate()
+    for t in threads:
+        t.join(30)
+    assert not failures, failures
+    assert before >= 200
+    assert srv.wait_exit(30) == 0
+
+
+def test_worker_connections_caps_open_connections(gunicorn_server):
+    srv = gunicorn_server(name="capped", worker_class=TURBO_THREAD,
+                          args=["--threads", "2", "--worker-connections", "3",
+                                "--keep-alive", "30"])
+    # three clients in the middle of their heads: open, but holding no thread
+    held = [_client(srv) for _ in range(3)]
+    try:
+        for c in held:
+            c.send(b"GET /_/hello HTTP/1.1\r\nHost: x\r\n")
+        srv.wait_for_log(r"3 connections open \(worker_connections\), accepting paused")
+        late = _client(srv)
+        try:
+            late.send(late.get("/_/hello"))
+            late.sock.settimeout(0.5)
+            with pytest.raises(socket.timeout):
+                late.sock.recv(1, socket.MSG_PEEK)
+            # one of them ends its request and the connection: the fourth gets in
+            held[0].send(b"Connection: close\r\n\r\n")
+            assert held[0].read()[0] == 200
+            late.sock.settimeout(20)
+            assert late.read()[0] == 200
+            for c in held[1:]:
+                c.send(b"\r\n")
+                assert c.read()[0] == 200
+        finally:
+            late.close()
+    finally:
+        for c in held:
+            c.close()
+
+
+def test_max_requests_recycles_the_worker(gunicorn_server):
+    srv = gunicorn_server(name="recycle", worker_class=TURBO_THREAD,
+                          args=["--threads", "2", "--max-requests", "5"])
+    first = srv.worker_pids()
+    for _ in range(12):
+        assert srv.get("/_/hello").status == 200
+    srv.wait_for_log(r"Autorestarting worker after current request", count=2)
+    deadline = time.monotonic() + 20
+    while srv.worker_pids() == first and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert srv.worker_pids() != first
+
+
+def test_refuses_a_mutex_accept_engine(gunicorn_server):
+    with pytest.raises(servers.ServerError) as info:
+        gunicorn_server(name="refused", worker_class=TURBO_THREAD,
+                        env={"TURBOWORKERS_ACCEPT": "sem"})
+    assert "TURBOWORKERS_ACCEPT=sem" in str(info.value)
+
+
+# -- the same bytes as gthread ---------------------------------------------------
+
+DIFF_CASES = [
+    b"GET /a?b=c HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET /a HTTP/1.1\r\nHost: h\r\n\r\nGET /b HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    b"HEAD /_/hello HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET /_/hello HTTP/1.0\r\n\r\n",
+    b"GET /_/hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /_/hello HTTP/1.0\r\n\r\n",
+    b"POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Type: text/x\r\n\r\nhello",
+    b"POST /p HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    b"POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\nxyz",
+    b"GET /_/stream?n=3 HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET /_/stream?n=3 HTTP/1.0\r\n\r\n",
+    b"GET /_/status?code=204 HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET /_/status?code=304 HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET /_/multi_headers HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET /_/write_callable HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET /_/raise_before HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET /_/file?size=100000 HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET /_/big?size=200000 HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h\r\nBad Header: y\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+    b"GARBAGE\r\n\r\n",
+    b"GET /x HTTP/1.1\r\nHost: h\r\nX-A: 1\r\nX-A: 2\r\nCookie: a=b\r\n\r\n",
+    b"POST /_/hello HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n0123456789GET /after HTTP/1.1\r\nHost: h\r\n\r\n",
+]
+
+_DATE = re.compile(rb"(\r\nDate:)[^\r\n]*")
+_SERVER = re.compile(rb"(\r\nServer:)[^\r\n]*")
+
+
+def _normalize(data, port):
+    data = _DATE.sub(rb"\1 X", data)
+    data = _SERVER.sub(rb"\1 X", data)
+    return data.replace(b'"SERVER_PORT": "%d"' % port, b'"SERVER_PORT": "PORT"')
+
+
+@pytest.fixture(scope="module")
+def gthread_pair(module_gunicorn_server):
+    common = ["--threads", "4", "--timeout", "10", "--graceful-timeout", "5"]
+    stock = module_gunicorn_server(name="gthread", worker_class="gthread",
+                                   args=common + ["--http-parser", "python"], wait=False)
+    ours = module_gunicorn_server(name="ours-thread", worker_class=TURBO_THREAD,
+                                  args=common + ([] if ACCELERATED else ["--http-parser", "python"]),
+                                  wait=False)
+    stock.wait_ready()
+    ours.wait_ready()
+    assert len(str(stock.port)) == len(str(ours.port))
+    return stock, ours
+
+
+@pytest.mark.parametrize("case", DIFF_CASES, ids=range(len(DIFF_CASES)))
+def test_same_bytes_as_gthread(gthread_pair, case):
+    answers = []
+    for srv in gthread_pair:
+        ex = servers.raw_exchange(lambda: srv.connect(timeout=20.0),
+                                  [("send", case), ("shut",)], timeout=20.0)
+        answers.append((_normalize(ex.data, srv.port), ex.closed, ex.error))
+    assert answers[0][0], "stock gthread answered nothing"
+    assert answers[1] == answers[0]

@@ -1,0 +1,755 @@
+"""EpollThreadWorker: gunicorn's gthread worker without a hand-off queue.
+
+``--threads`` threads wait on one epoll instance per process
+(leader/followers): there is no poller thread passing connections to a pool.
+A client connection is registered ``EPOLLONESHOT``, so exactly one thread
+serves it at a time; the thread re-arms it once it has answered, and any
+idle thread picks up the next ready connection. The listeners are in the same
+epoll with ``EPOLLEXCLUSIVE``, so a new connection wakes one process, and
+they are registered again every ``TURBOWORKERS_EPOLL_ROTATE`` accepts so the
+kernel's wake-up order rotates between processes.
+
+A head is read without blocking (``MSG_DONTWAIT``) and fed to the push-mode
+parser: a client that trickles its request in never holds a thread; its
+connection is re-armed until the head is complete. A request body is read
+from the socket by the serving thread, blocking, as gthread reads it.
+
+The main thread is a light timer: it beats the heartbeat when no serving
+thread did lately (every thread may be inside the application), closes
+kept-alive connections whose time is up and runs the graceful stop.
+"""
+import errno
+import os
+import select
+import socket
+import ssl
+import sys
+import threading
+import time
+from datetime import datetime
+from itertools import count
+
+from gunicorn import http, util
+from gunicorn.http import wsgi
+from gunicorn.http.wsgi import FileWrapper
+from gunicorn.workers import base
+
+from turboworkers import accept as _accept
+from turboworkers import glue
+
+_EPOLLIN = select.EPOLLIN
+_ONESHOT = select.EPOLLONESHOT
+_EXCLUSIVE = select.EPOLLEXCLUSIVE
+_ARM = _EPOLLIN | _ONESHOT
+_DONTWAIT = socket.MSG_DONTWAIT
+
+# bytes taken from the kernel per non-blocking read of a head
+_RECV_SIZE = 65536
+# pure mode: a head not complete within this many bytes is handed to
+# gunicorn's parser anyway, which reads the rest (and applies its limits)
+_PURE_HEAD_MAX = 65536
+# a stopping worker keeps its kept-alive connections this long at most, for
+# a request a client may already be sending (answered with Connection: close)
+_STOP_LINGER = 2.0
+# closing after a response while the client still sends: wait this long, and
+# for this many bytes at most, for the client's FIN (RFC 9112 9.6)
+_CLOSE_LINGER = 2.0
+_CLOSE_DRAIN_MAX = 65536
+# gthread bounds the drain of an unread body between two requests (time,
+# bytes) and closes the connection past either bound
+_DRAIN_TIMEOUT = 5.0
+
+_IDLE, _BUSY, _CLOSED = 0, 1, 2
+_QUIET_ERRNOS = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN)
+_RETRY_ERRNOS = (errno.EAGAIN, errno.EWOULDBLOCK, errno.ECONNABORTED, errno.EINTR)
+
+
+class _Conn:
+    """One client connection; ``state`` is changed under the worker's lock."""
+
+    __slots__ = ("sock", "fd", "addr", "listener", "server", "parser", "state",
+                 "deadline", "registered", "closing", "drained", "pending", "eof",
+                 "source", "tcp")
+
+    def __init__(self, sock, addr, listener, server):
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.addr = addr
+        self.listener = listener
+        self.server = server
+        self.parser = None
+        self.state = _BUSY
+        self.deadline = 0.0
+        self.registered = False
+        self.closing = False      # the response is out; waiting for the client's FIN
+        self.drained = 0
+        self.pending = None       # pure mode: head bytes not yet handed to gunicorn
+        self.eof = False
+        self.source = None
+
+
+class _Source:
+    """Pure mode: what gunicorn's parser reads from. The bytes this worker
+    already took from the socket come first, then the socket itself."""
+
+    __slots__ = ("sock", "buf", "eof")
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = b""
+        self.eof = False
+
+    def feed(self, data):
+        self.buf = self.buf + data if self.buf else data
+
+    def recv(self, size):
+        buf = self.buf
+        if buf:
+            if len(buf) <= size:
+                self.buf = b""
+                return buf
+            self.buf = buf[size:]
+            return buf[:size]
+        if self.eof:
+            return b""
+        return self.sock.recv(size)
+
+    def take(self):
+        buf, self.buf = self.buf, b""
+        return buf
+
+    def gettimeout(self):
+        return self.sock.gettimeout()
+
+    def settimeout(self, value):
+        self.sock.settimeout(value)
+
+
+def _head_complete(data):
+    return b"\r\n\r\n" in data or len(data) > _PURE_HEAD_MAX
+
+
+class EpollThreadWorker(base.Worker):
+    """Drop-in for ``-k gthread``: ``gunicorn -k turboworkers.EpollThreadWorker --threads 8 app:app``."""
+
+    # TURBOWORKERS_ACCEPT values this worker understands: the listeners are
+    # in every thread's epoll, exclusive ("epoll", the default) or not ("none")
+    ACCEPT_ENGINES = ("auto", "epoll", "none")
+
+    @classmethod
+    def setup(cls):
+        engine = glue.accept_engine_at_setup(cls.__name__)
+        if engine not in cls.ACCEPT_ENGINES:
+            raise glue.ConfigError(cls.__name__, "%s=%s: this worker waits for connections "
+                                   "in its threads' epoll; use auto, epoll or none"
+                                   % (_accept.ENV, engine))
+
+    @classmethod
+    def check_config(cls, cfg, log):
+        if cfg.worker_connections - cfg.threads <= 0 and cfg.keepalive:
+            log.warning("No keepalived connections can be handled. "
+                        "Check the number of worker connections and threads.")
+
+    def init_process(self):
+        name = self.__class__.__name__
+        glue.check_settings_at_boot(self.cfg, name)
+        engine = _accept.engine_from_env()
+        if engine not in self.ACCEPT_ENGINES:
+            glue._refuse(glue.ConfigError(name, "%s=%s: use auto, epoll or none"
+                                          % (_accept.ENV, engine)))
+        if self.cfg.is_ssl:
+            glue._refuse(glue.ConfigError(name, "TLS (certfile/keyfile) is not supported "
+                                          "yet; use -k gthread or a TLS proxy"))
+        self._exclusive = engine != "none"
+        super().init_process()
+
+    # -- signals ------------------------------------------------------------
+
+    def handle_exit(self, sig, frame):
+        self.alive = False
+
+    def handle_usr1(self, sig, frame):
+        super().handle_usr1(sig, frame)
+        http_core = getattr(self, "http", None)
+        if http_core is not None:
+            http_core.logs_reopened()
+
+    def is_parent_alive(self):
+        if self.ppid != os.getppid():
+            self.log.info("Parent changed, shutting down: %s", self)
+            return False
+        return True
+
+    def _wake_main(self):
+        try:
+            os.write(self.PIPE[1], b".")
+        except OSError:
+            pass
+
+    # -- set-up -------------------------------------------------------------
+
+    def run(self):
+        cfg = self.cfg
+        self.http = glue.HttpCore(cfg, self.log, multithread=True)
+        self._accelerated = self.http.accelerated
+        if 'h2' in cfg.http_protocols:
+            self.log.warning("HTTP/2 is not supported by %s; serving HTTP/1.1 only.",
+                             self.__class__.__name__)
+        self._pre_request = cfg.pre_request
+        self._post_request = cfg.post_request
+        self._access_log = self.log.access_log_enabled
+        self._keepalive = cfg.keepalive
+        self._keepalive_on = bool(cfg.keepalive)
+        # a client in the middle of its head gets this long between pieces
+        self._request_wait = max(float(cfg.keepalive), float(cfg.timeout or 30))
+        self._max_conns = max(1, cfg.worker_connections)
+        self._max_keepalived = cfg.worker_connections - cfg.threads
+        self._pure_heads = getattr(cfg, "protocol", "http") != "uwsgi" and \
+            getattr(cfg, "proxy_protocol", "off") in ("off", None, False)
+        self._rotate = _accept.rotate_from_env()
+        self._wait = _accept.idle_wait(self.timeout)
+        self._beat = _accept.Heartbeat(self.notify, self._wait)
+        self._counter = count(1)
+
+        self._lock = threading.Lock()
+        self._conns = {}
+        self._nconns = 0
+        self._busy = 0
+        self._accepted = 0
+        self._accepting = False
+        self._exiting = False
+        self._stopping = False
+
+        self._ep = select.epoll()
+        self._listeners = {}
+        self._names = {}
+        for listener in self.sockets:
+            raw = getattr(listener, "sock", listener)
+            raw.setblocking(False)
+            _accept.defer_accept(raw)
+            self._listeners[raw.fileno()] = raw
+            self._names[raw.fileno()] = raw.getsockname()
+        with self._lock:
+            self._set_accepting(True)
+
+        nthreads = max(1, cfg.threads)
+        self.log.debug("turboworkers: %d threads on one epoll, listeners %s", nthreads,
+                       "exclusive" if self._exclusive else "shared")
+        self._threads = []
+        for i in range(nthreads):
+            t = threading.Thread(target=self._thread_main, name="turbo-%d" % i, daemon=True)
+            t.start()
+            self._threads.append(t)
+        try:
+            self._timer()
+            self._graceful_stop()
+        finally:
+            self._exiting = True
+
+    # -- the listeners (called with the lock held) ---------------------------
+
+    def _listener_mask(self):
+        return _EPOLLIN | _EXCLUSIVE if self._exclusive else _EPOLLIN
+
+    def _set_accepting(self, on):
+        if on == self._accepting:
+            return
+        for fd in self._listeners:
+            if on:
+                self._ep.register(fd, self._listener_mask())
+            else:
+                try:
+                    self._ep.unregister(fd)
+                except OSError:
+                    pass
+        self._accepting = on
+
+    def _rotate_listeners(self):
+        # EPOLL_CTL_DEL + ADD puts this process at the back of the line of
+        # exclusive waiters, so the next connections wake the others first
+        if self._accepting:
+            self._set_accepting(False)
+            self._set_accepting(True)
+
+    # -- the main thread: a light timer --------------------------------------
+
+    def _sleep(self, seconds):
+        try:
+            ready = select.select([self.PIPE[0]], [], [], seconds)[0]
+        except InterruptedError:
+            return
+        if ready:
+            try:
+                while os.read(self.PIPE[0], 4096):
+                    pass
+            except OSError:
+                pass
+
+    def _timer(self):
+        tick = min(self._wait, 1.0)
+        while self.alive:
+            self._beat()
+            self._expire(time.monotonic())
+            if not self.is_parent_alive():
+                self.alive = False
+                return
+            self._sleep(tick)
+
+    def _expire(self, now, force=False):
+        """Close the waiting connections whose time is up."""
+        doomed = []
+        with self._lock:
+            for conn in list(self._conns.values()):
+                if conn.state == _IDLE and (force or conn.deadline <= now):
+                    self._forget(conn)
+                    doomed.append(conn)
+        for conn in doomed:
+            try:
+                conn.sock.close()
+            except OSError:
+                pass
+
+    def _graceful_stop(self):
+        """Stop accepting, finish what is in flight, exit within graceful_timeout."""
+        self._stopping = True
+        end = time.monotonic() + self.cfg.graceful_timeout
+        with self._lock:
+            self._set_accepting(False)
+        # connections already in the backlog were made to this server: serve
+        # them (with Connection: close) instead of resetting them
+        for raw in self._listeners.values():
+            for _ in range(self._max_conns):
+                conn = self._accept(raw)
+                if conn is None:
+                    break
+                self._rearm(conn, _STOP_LINGER)
+        linger = time.monotonic() + min(_STOP_LINGER, self.cfg.graceful_timeout)
+        with self._lock:
+            for conn in self._conns.values():
+                if conn.state == _IDLE and not self._has_partial(conn):
+                    conn.deadline = min(conn.deadline, linger)
+        while self._nconns > 0:
+            now = time.monotonic()
+            if now >= end:
+                break
+            self._beat()
+            self._expire(now)
+            if not self.is_parent_alive():
+                break
+            self._sleep(min(0.1, end - now))
+        self._expire(0, force=True)
+        for listener in self.sockets:
+            try:
+                listener.close()
+            except OSError:
+                pass
+
+    def _has_partial(self, conn):
+        if conn.parser is not None:
+            return not conn.parser.at_rest() if self._accelerated else False
+        return bool(conn.pending)
+
+    # -- connections ----------------------------------------------------------
+
+    def _accept(self, raw):
+        try:
+            sock, addr = raw.accept()
+        except OSError as e:
+            if e.errno in _RETRY_ERRNOS:
+                return None
+            raise
+        sock.setblocking(True)
+        tcp = sock.family in (socket.AF_INET, socket.AF_INET6)
+        if tcp:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        conn = _Conn(sock, addr, raw, self._names[raw.fileno()])
+        if self._accelerated:
+            conn.parser = self.http.parser(sock, addr, conn.server)
+        else:
+            conn.pending = b""
+        with self._lock:
+            self._conns[conn.fd] = conn
+            self._nconns += 1
+            self._busy += 1
+            self._accepted += 1
+            if self._nconns >= self._max_conns and self._accepting:
+                self._set_accepting(False)
+                self.log.debug("turboworkers: %d connections open (worker_connections), "
+                               "accepting paused", self._nconns)
+            elif self._accepted % self._rotate == 0:
+                self._rotate_listeners()
+        return conn
+
+    def _claim(self, fd):
+        with self._lock:
+            conn = self._conns.get(fd)
+            if conn is None or conn.state != _IDLE:
+                return None
+            conn.state = _BUSY
+            self._busy += 1
+        return conn
+
+    def _rearm(self, conn, wait):
+        conn.deadline = time.monotonic() + wait
+        with self._lock:
+            if conn.state != _BUSY:
+                return
+            conn.state = _IDLE
+            self._busy -= 1
+            if conn.registered:
+                self._ep.modify(conn.fd, _ARM)
+            else:
+                conn.registered = True
+                self._ep.register(conn.fd, _ARM)
+
+    def _forget(self, conn):
+        # with the lock held: the connection leaves the books (its socket is
+        # closed by the caller, after this)
+        if conn.state == _CLOSED:
+            return False
+        if conn.state == _BUSY:
+            self._busy -= 1
+        conn.state = _CLOSED
+        self._conns.pop(conn.fd, None)
+        self._nconns -= 1
+        if not self._accepting and self.alive and not self._stopping \
+                and self._nconns < self._max_conns:
+            self._set_accepting(True)
+            self.log.debug("turboworkers: accepting resumed")
+        return True
+
+    def _close(self, conn):
+        with self._lock:
+            if not self._forget(conn):
+                return
+        try:
+            conn.sock.close()
+        except OSError:
+            pass
+
+    def _close_after_response(self, conn):
+        """Close at once when the client has nothing more in flight; otherwise
+        send FIN and wait (without a thread) for the client's, as gunicorn's
+        close_graceful does, so unread bytes never turn the close into a reset."""
+        sock = conn.sock
+        try:
+            pending = sock.recv(1, _DONTWAIT | socket.MSG_PEEK)
+        except BlockingIOError:
+            pending = b""
+        except OSError:
+            pending = b""
+        if not pending:
+            self._close(conn)
+            return
+        try:
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._close(conn)
+            return
+        conn.closing = True
+        conn.drained = 0
+        self._rearm(conn, _CLOSE_LINGER)
+
+    def _linger(self, conn):
+        sock = conn.sock
+        while conn.drained < _CLOSE_DRAIN_MAX:
+            try:
+                data = sock.recv(_RECV_SIZE, _DONTWAIT)
+            except BlockingIOError:
+                self._rearm(conn, max(0.0, conn.deadline - time.monotonic()))
+                return
+            except OSError:
+                break
+            if not data:
+                break
+            conn.drained += len(data)
+        self._close(conn)
+
+    # -- the serving threads --------------------------------------------------
+
+    def _thread_main(self):
+        poll = self._ep.poll
+        listeners = self._listeners
+        beat = self._beat
+        wait = self._wait
+        log = self.log
+        while not self._exiting:
+            try:
+                events = poll(wait, 1)
+            except OSError as e:
+                if self._exiting:
+                    return
+                if e.errno == errno.EINTR:
+                    continue
+                raise
+            beat()
+            if not events or self._exiting:
+                continue
+            fd = events[0][0]
+            raw = listeners.get(fd)
+            try:
+                if raw is not None:
+                    conn = self._accept(raw)
+                else:
+                    conn = self._claim(fd)
+            except Exception:
+                log.exception("Error accepting a connection")
+                continue
+            if conn is None:
+                continue
+            try:
+                if conn.closing:
+                    self._linger(conn)
+                elif self._accelerated:
+                    self._serve(conn)
+                else:
+                    self._serve_pure(conn)
+            except BaseException:
+                log.exception("Error serving a connection")
+                self._close(conn)
+
+    def _recv(self, conn):
+        """What the client sent since the last read: bytes, b"" at EOF, None
+        if nothing (a spurious wake-up), False if the socket failed."""
+        try:
+            return conn.sock.recv(_RECV_SIZE, _DONTWAIT)
+        except BlockingIOError:
+            return None
+        except OSError as e:
+            if e.errno not in _QUIET_ERRNOS:
+                self.log.debug("Socket error reading a request: %s", e)
+            return False
+
+    def _serve(self, conn):
+        """Accelerated: feed what arrived to the push-mode parser, answer every
+        request complete in the buffer, re-arm or close."""
+        parser = conn.parser
+        data = self._recv(conn)
+        if data is False:
+            self._close(conn)
+            return
+        if data is None:
+            self._rearm(conn, self._wait_for(conn))
+            return
+        if data:
+            parser.feed(data)
+        else:
+            parser.feed_eof()
+        sock = conn.sock
+        req = None
+        try:
+            while True:
+                environ = parser.parse()
+                if environ is None:
+                    self._rearm(conn, self._wait_for(conn))
+                    return
+                if environ is _STOP:
+                    break
+                req = parser.req
+                keep = self._handle_environ(conn, req, environ)
+                if not keep:
+                    parser.close()
+                    self._close_after_response(conn)
+                    return
+                if not parser.finish_body():
+                    break
+                req = None
+        except http.errors.NoMoreData as e:
+            self.log.debug("Ignored premature client disconnection. %s", e)
+        except StopIteration as e:
+            self.log.debug("Closing connection. %s", e)
+        except OSError as e:
+            self._log_oserror(e)
+        except BaseException as e:
+            self.handle_error(req, sock, conn.addr, e)
+        parser.close()
+        self._close_after_response(conn)
+
+    def _wait_for(self, conn):
+        if self._stopping and not self._has_partial(conn):
+            return _STOP_LINGER
+        if self._has_partial(conn):
+            return self._request_wait
+        return self._keepalive if self._keepalive_on else self._request_wait
+
+    def _log_oserror(self, e):
+        if e.errno not in _QUIET_ERRNOS:
+            self.log.exception("Socket error processing request.")
+        elif e.errno == errno.ECONNRESET:
+            self.log.debug("Ignoring connection reset")
+        elif e.errno == errno.ENOTCONN:
+            self.log.debug("Ignoring socket not connected")
+        else:
+            self.log.debug("Ignoring connection epipe")
+
+    def _must_close(self):
+        return (not self.alive or not self._keepalive_on
+                or self._nconns - self._busy >= self._max_keepalived)
+
+    def _count_request(self):
+        if next(self._counter) >= self.max_requests and self.alive:
+            self.log.info("Autorestarting worker after current request.")
+            self.alive = False
+            self._wake_main()
+            return True
+        return False
+
+    def _handle_environ(self, conn, req, environ):
+        """Call the app for one parsed request (accelerated mode); True to keep
+        the connection for the next request."""
+        resp = None
+        sock = conn.sock
+        try:
+            self._pre_request(self, req)
+            request_start = datetime.now() if self._access_log else None
+            resp = self.http.response(sock, req)
+            environ["wsgi.early_hints"] = resp.send_early_hints
+            if self._count_request() or self._must_close():
+                resp.force_close()
+            respiter = self.wsgi(environ, resp.start_response)
+            try:
+                if isinstance(respiter, FileWrapper):
+                    resp.write_file(respiter)
+                    resp.close()
+                elif type(respiter) is list or type(respiter) is tuple:
+                    resp.write_list(respiter)
+                else:
+                    for item in respiter:
+                        resp.write(item)
+                    resp.close()
+            finally:
+                if request_start is not None:
+                    self.log.access(resp, req, environ, datetime.now() - request_start)
+                if hasattr(respiter, "close"):
+                    respiter.close()
+            if resp.should_close():
+                self.log.debug("Closing connection.")
+                return False
+        except OSError:
+            util.reraise(*sys.exc_info())
+        except (Exception, SystemExit):
+            if resp is not None and resp.headers_sent:
+                self.log.exception("Error handling request")
+                raise StopIteration()
+            raise
+        finally:
+            try:
+                self._post_request(self, req, environ, resp)
+            except Exception:
+                self.log.exception("Exception in post_request hook")
+        return True
+
+    # -- pure mode: gunicorn's HTTP code --------------------------------------
+
+    def _serve_pure(self, conn):
+        data = self._recv(conn)
+        if data is False:
+            self._close(conn)
+            return
+        if data is None:
+            self._rearm(conn, self._wait_for(conn))
+            return
+        if not data:
+            conn.eof = True
+            if not conn.pending:
+                self._close(conn)
+                return
+        else:
+            conn.pending += data
+        if self._pure_heads and not conn.eof and not _head_complete(conn.pending):
+            self._rearm(conn, self._request_wait)
+            return
+        if conn.source is None:
+            conn.source = _Source(conn.sock)
+            conn.parser = http.get_parser(self.cfg, conn.source, conn.addr)
+        source = conn.source
+        source.feed(conn.pending)
+        source.eof = conn.eof
+        conn.pending = b""
+        parser = conn.parser
+        req = None
+        try:
+            while True:
+                req = next(parser)
+                if not self._handle_pure(conn, req):
+                    break
+                if not parser.finish_body(deadline=time.monotonic() + _DRAIN_TIMEOUT):
+                    break
+                req = None
+                left = parser.unreader.take_buffered() + source.take()
+                if left and (conn.eof or not self._pure_heads or _head_complete(left)):
+                    source.feed(left)
+                    continue
+                conn.pending = left
+                if conn.eof:
+                    break
+                self._rearm(conn, self._wait_for(conn))
+                return
+        except http.errors.NoMoreData as e:
+            self.log.debug("Ignored premature client disconnection. %s", e)
+        except StopIteration as e:
+            self.log.debug("Closing connection. %s", e)
+        except ssl.SSLError as e:
+            self.handle_error(req, conn.sock, conn.addr, e)
+        except OSError as e:
+            self._log_oserror(e)
+        except Exception as e:
+            self.handle_error(req, conn.sock, conn.addr, e)
+        conn.pending = b""
+        self._close_after_response(conn)
+
+    def _handle_pure(self, conn, req):
+        """gthread's handle_request, in the serving thread."""
+        environ = {}
+        resp = None
+        try:
+            self._pre_request(self, req)
+            request_start = datetime.now()
+            resp, environ = wsgi.create(req, conn.sock, conn.addr, conn.server, self.cfg)
+            environ["wsgi.multithread"] = True
+            if self._count_request() or self._must_close():
+                resp.force_close()
+            respiter = self.wsgi(environ, resp.start_response)
+            try:
+                if isinstance(respiter, environ['wsgi.file_wrapper']):
+                    resp.write_file(respiter)
+                else:
+                    for item in respiter:
+                        resp.write(item)
+                resp.close()
+            finally:
+                self.log.access(resp, req, environ, datetime.now() - request_start)
+                if hasattr(respiter, "close"):
+                    respiter.close()
+            if resp.should_close():
+                self.log.debug("Closing connection.")
+                return False
+        except OSError:
+            util.reraise(*sys.exc_info())
+        except (Exception, SystemExit):
+            if resp and resp.headers_sent:
+                self.log.exception("Error handling request")
+                raise StopIteration()
+            raise
+        finally:
+            try:
+                self._post_request(self, req, environ, resp)
+            except Exception:
+                self.log.exception("Exception in post_request hook")
+        return True
+
+
+def _stop_marker():
+    try:
+        from turboworkers import _ext
+        if _ext.http_parser is not None:
+            return _ext.http_parser.STOP
+    except Exception:
+        pass
+    return object()
+
+
+_STOP = _stop_marker()

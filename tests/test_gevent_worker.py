@@ -1,0 +1,512 @@
+"""End to end: ``gunicorn -k turboworkers.GeventMutexWorker`` against real clients.
+
+Real gunicorn processes (tests/servers.py), real sockets. The same tests run
+in accelerated and in pure mode (the environment reaches the workers). No
+duration is asserted: waits are bounded only so that a hang fails.
+"""
+import hashlib
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+import servers
+from turboworkers import _ext
+
+gevent = pytest.importorskip("gevent")
+
+GEVENT = "turboworkers.GeventMutexWorker"
+ACCELERATED = _ext.MODE == "accelerated"
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+MB = 1 << 20
+# short stops: a worker's graceful wait is bounded by these
+COMMON_ARGS = ["--timeout", "10", "--graceful-timeout", "5"]
+
+
+@pytest.fixture(scope="module")
+def plain(module_gunicorn_server):
+    """``apps:app`` with two workers (so the accept mutex is in use)."""
+    return module_gunicorn_server(name="gevent-plain", worker_class=GEVENT, workers=2,
+                                  args=COMMON_ARGS)
+
+
+def echo_of(resp):
+    assert resp.status == 200, (resp.status, resp.body[:500])
+    return json.loads(resp.body)
+
+
+def _connection(srv, timeout=15.0):
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=timeout)
+    return conn
+
+
+# -- start-up -----------------------------------------------------------------
+
+def _run_python(code, env=None, timeout=60):
+    e = dict(os.environ)
+    e.update(env or {})
+    return subprocess.run([sys.executable, "-c", code], cwd=servers.TESTS_DIR, env=e,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
+
+
+def test_import_turboworkers_does_not_import_gevent():
+    proc = _run_python("import sys, turboworkers; "
+                       "print(sorted(n for n in sys.modules if n.split('.')[0] == 'gevent'))")
+    assert proc.returncode == 0, proc.stdout
+    assert proc.stdout.strip() == b"[]", proc.stdout
+
+
+def test_without_gevent_start_fails_with_one_line(tmp_path):
+    # gevent made unimportable in the gunicorn process itself
+    code = textwrap.dedent("""
+        import sys
+        sys.modules['gevent'] = None
+        sys.argv = ['gunicorn', '--no-control-socket', '-c', %r, '-k', %r,
+                    '-b', '127.0.0.1:%d', 'apps:app']
+        from gunicorn.app.wsgiapp import run
+        run()
+    """ % (str(tmp_path / "empty.conf.py"), GEVENT, servers.free_port()))
+    (tmp_path / "empty.conf.py").write_text("")
+    proc = _run_python(code)
+    out = proc.stdout.decode("utf-8", "replace")
+    assert proc.returncode != 0, out
+    lines = [l for l in out.splitlines() if l.strip()]
+    assert "Traceback" not in out, out
+    mine = [l for l in lines if "GeventMutexWorker needs gevent" in l]
+    assert len(mine) == 1, out
+    assert not [l for l in lines if "[ERROR]" in l or "Booting worker" in l], out
+
+
+def test_accept_queue_is_refused_with_one_line(gunicorn_server, tmp_path):
+    srv = servers.GunicornServer(tmp_path / "queue", worker_class=GEVENT, workers=2,
+                                 env={"TURBOWORKERS_ACCEPT": "queue"})
+    srv.start(wait=False)
+    try:
+        code = srv.wait_exit(30)
+        assert code is not None and code != 0, srv.log_tail()
+        text = srv.log_text()
+        assert text.count("TURBOWORKERS_ACCEPT=queue") == 1, text
+        assert "Traceback" not in text, text
+    finally:
+        srv.stop()
+
+
+# -- requests -----------------------------------------------------------------
+
+def test_environ_is_the_gevent_environ(plain):
+    env = echo_of(plain.get("/some/path?a=1", headers={"X-Custom": "v"}))["environ"]
+    assert env["wsgi.multithread"] is True and env["wsgi.multiprocess"] is True
+    assert env["PATH_INFO"] == "/some/path" and env["QUERY_STRING"] == "a=1"
+    assert env["HTTP_X_CUSTOM"] == "v"
+    assert env["SERVER_PORT"] == str(plain.port)
+
+
+def test_keepalive_several_requests_per_connection(plain):
+    conn = _connection(plain)
+    try:
+        socks = set()
+        for i in range(10):
+            conn.request("GET", "/ka/%d" % i)
+            resp = conn.getresponse()
+            body = json.loads(resp.read())
+            assert resp.status == 200
+            assert resp.getheader("Connection") == "keep-alive"
+            assert body["environ"]["PATH_INFO"] == "/ka/%d" % i
+            socks.add(id(conn.sock))
+        # http.client reconnects silently when the server closed: it never did
+        assert len(socks) == 1
+        conn.request("POST", "/post", body=b"x" * 1000)
+        resp = conn.getresponse()
+        assert json.loads(resp.read())["body"] == "x" * 1000
+        assert len({id(conn.sock)} | socks) == 1
+    finally:
+        conn.close()
+
+
+def test_pipelining(plain):
+    reqs = b"".join(b"GET /p/%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(5))
+    reqs += b"POST /p/body HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+    reqs += b"GET /p/last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    data = plain.raw(reqs, shut_wr=False)
+    paths = []
+    rest = data
+    while rest:
+        _, status, headers, rest = servers.split_response(rest)
+        length = int(dict(headers)["Content-Length"])
+        body, rest = rest[:length], rest[length:]
+        assert status == "HTTP/1.1 200 OK"
+        out = json.loads(body)
+        paths.append(out["environ"]["PATH_INFO"])
+        if out["environ"]["PATH_INFO"] == "/p/body":
+            assert out["body"] == "abc"
+    assert paths == ["/p/%d" % i for i in range(5)] + ["/p/body", "/p/last"]
+
+
+def test_chunked_request_and_response(plain):
+    pieces = [b"first,", b"second,", b"x" * 70000, b"last"]
+    resp = plain.request("POST", "/echo", body=iter(pieces), encode_chunked=True,
+                         headers={"Transfer-Encoding": "chunked"})
+    assert echo_of(resp)["body"] == b"".join(pieces).decode()
+    data = plain.raw(b"GET /_/stream?n=4 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    _, status, headers, body = servers.split_response(data)
+    assert status == "HTTP/1.1 200 OK"
+    assert ("Transfer-Encoding", "chunked") in headers
+    payload, trailer = servers.dechunk(body)
+    assert payload and trailer == b"\r\n"
+
+
+def test_head(plain):
+    data = plain.raw(b"HEAD /_/hello HTTP/1.1\r\nHost: x\r\n\r\n")
+    _, status, headers, body = servers.split_response(data)
+    assert status == "HTTP/1.1 200 OK"
+    assert ("Content-Length", "14") in headers
+    assert body == b""
+
+
+def test_expect_100_continue(plain):
+    head = (b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+            b"Content-Length: 11\r\nConnection: close\r\n\r\n")
+    ex = servers.raw_exchange(lambda: plain.connect(),
+                              [("send", head), ("expect", CONTINUE), ("send", b"hello world")])
+    assert ex.closed and ex.error is None, ex
+    interim, status, headers, body = servers.split_response(ex.data)
+    assert interim == [CONTINUE] and status == "HTTP/1.1 200 OK"
+    assert json.loads(body)["body"] == "hello world"
+
+
+def test_one_megabyte_upload(plain):
+    body = os.urandom(MB)
+    out = echo_of(plain.request("POST", "/_/digest", body=body))
+    assert out == {"length": MB, "sha256": hashlib.sha256(body).hexdigest()}
+
+
+def test_error_response_then_close(plain):
+    data = plain.raw(b"GET /x HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 400 Bad Request\r\n"), data[:200]
+    resp = plain.get("/_/raise-before")
+    assert resp.status == 500
+
+
+def test_unix_socket_keepalive(gunicorn_server):
+    srv = gunicorn_server(name="gevent-unix", worker_class=GEVENT, workers=2,
+                          listeners=("tcp", "unix"), args=COMMON_ARGS)
+    for listener in (0, 1):
+        s = srv.connect(listener)
+        try:
+            f = s.makefile("rb")
+            for i in range(3):
+                s.sendall(b"GET /u/%d HTTP/1.1\r\nHost: localhost\r\n\r\n" % i)
+                status = f.readline()
+                assert status == b"HTTP/1.1 200 OK\r\n", status
+                length = None
+                while True:
+                    line = f.readline()
+                    if line == b"\r\n":
+                        break
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                env = json.loads(f.read(length))["environ"]
+                assert env["PATH_INFO"] == "/u/%d" % i
+        finally:
+            s.close()
+
+
+def test_tls(gunicorn_server, tmp_path):
+    cert, key = servers.make_self_signed_cert(str(tmp_path))
+    if cert is None:
+        pytest.skip(key)
+    srv = gunicorn_server(name="gevent-tls", worker_class=GEVENT, workers=2,
+                          args=COMMON_ARGS + ["--certfile", cert, "--keyfile", key])
+    ctx = servers.tls_client_context(cert)
+    conn = http.client.HTTPSConnection("127.0.0.1", srv.port, timeout=15, context=ctx)
+    try:
+        for i in range(3):
+            conn.request("POST", "/tls/%d" % i, body=b"secret")
+            resp = conn.getresponse()
+            out = json.loads(resp.read())
+            assert out["body"] == "secret"
+            assert out["environ"]["wsgi.url_scheme"] == "https"
+    finally:
+        conn.close()
+
+
+# -- differential: stock -k gevent with the same raw requests ---------------
+
+@pytest.fixture(scope="module")
+def gevent_pair(module_gunicorn_server):
+    stock = module_gunicorn_server(name="stock-gevent", worker_class="gevent",
+                                   args=COMMON_ARGS + ["--http-parser", "python"], wait=False)
+    ours_args = COMMON_ARGS + ([] if ACCELERATED else ["--http-parser", "python"])
+    ours = module_gunicorn_server(name="ours-gevent", worker_class=GEVENT, args=ours_args,
+                                  wait=False)
+    stock.wait_ready()
+    ours.wait_ready()
+    assert len(str(stock.port)) == len(str(ours.port))
+    return stock, ours
+
+
+def _normalize(data, port):
+    import re
+    data = re.sub(rb"(\r\nDate:)[^\r\n]*", rb"\1 <date>", data)
+    data = re.sub(rb"(\r\nServer:)[^\r\n]*", rb"\1 <server>", data)
+    return data.replace(b'"SERVER_PORT": "%d"' % port, b'"SERVER_PORT": "PORT"')
+
+
+H = b"Host: example.com\r\n"
+DIFF_CASES = {
+    "get": b"GET /path/to?x=1&y=two HTTP/1.1\r\n" + H + b"User-Agent: t\r\n\r\n",
+    "http10": b"GET /old HTTP/1.0\r\n\r\n",
+    "http10-keepalive": b"GET /ka HTTP/1.0\r\n" + H + b"Connection: keep-alive\r\n\r\n",
+    "close": b"GET /c HTTP/1.1\r\n" + H + b"Connection: close\r\n\r\n",
+    "head": b"HEAD /_/hello HTTP/1.1\r\n" + H + b"\r\n",
+    "post": b"POST /p HTTP/1.1\r\n" + H + b"Content-Length: 5\r\n\r\nhello",
+    "chunked": (b"POST /c HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n"
+                b"5;e=1\r\nhello\r\n1\r\n!\r\n0\r\nX-T: y\r\n\r\n"),
+    "stream": b"GET /_/stream?n=3 HTTP/1.1\r\n" + H + b"\r\n",
+    "stream-http10": b"GET /_/stream?n=3 HTTP/1.0\r\n\r\n",
+    "status-204": b"GET /_/status?code=204&body=1 HTTP/1.1\r\n" + H + b"\r\n",
+    "pipelined": (b"GET /a HTTP/1.1\r\n" + H + b"\r\n" + b"POST /b HTTP/1.1\r\n" + H
+                  + b"Content-Length: 2\r\nContent-Type: text/x\r\n\r\nok"
+                  + b"GET /_/hello HTTP/1.1\r\n" + H + b"\r\n"),
+    "unread-body-then-next": (b"POST /_/hello HTTP/1.1\r\n" + H + b"Content-Length: 4\r\n\r\nabcd"
+                              + b"GET /after HTTP/1.1\r\n" + H + b"\r\n"),
+    "expect-100-all-at-once": (b"POST /x HTTP/1.1\r\n" + H + b"Expect: 100-continue\r\n"
+                               b"Content-Length: 3\r\n\r\nabc"),
+    "file": b"GET /_/file?size=5000 HTTP/1.1\r\n" + H + b"\r\n",
+    "write-callable": b"GET /_/write HTTP/1.1\r\n" + H + b"\r\n",
+    "multi-headers": b"GET /_/multi-headers HTTP/1.1\r\n" + H + b"\r\n",
+    "bad-request-line": b"GET /x HTTP/1.1 junk\r\n" + H + b"\r\n",
+    "bad-header": b"GET /x HTTP/1.1\r\n" + H + b"Bad Name: v\r\n\r\n",
+    "bad-version": b"GET /x HTTP/9.9\r\n" + H + b"\r\n",
+    "bad-chunk": (b"POST /c HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n"
+                  b"zz\r\nabc\r\n0\r\n\r\n"),
+    "too-long-line": b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\n" + H + b"\r\n",
+    "app-raises": b"GET /_/raise-before HTTP/1.1\r\n" + H + b"\r\n",
+    "app-raises-mid-body": b"GET /_/raise-mid-body HTTP/1.1\r\n" + H + b"\r\n",
+    "bad-response-header": b"GET /_/bad-header HTTP/1.1\r\n" + H + b"\r\n",
+    "underscore-header": b"GET /u HTTP/1.1\r\n" + H + b"X_Foo: 1\r\nX-Foo: 2\r\n\r\n",
+    "second-request-bad": (b"GET /first HTTP/1.1\r\n" + H + b"\r\n"
+                           + b"GET /second HTTP/1.1\r\nBad Name: v\r\n\r\n"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DIFF_CASES))
+def test_same_bytes_as_stock_gevent(gevent_pair, name):
+    stock, ours = gevent_pair
+    results = []
+    for srv in (stock, ours):
+        ex = servers.raw_exchange(lambda: srv.connect(timeout=20.0),
+                                  [("send", DIFF_CASES[name]), ("shut",)], timeout=20.0)
+        results.append((_normalize(ex.data, srv.port), ex.closed, ex.error))
+    a, b = results
+    assert a == b, "%s differs\nstock: %r\n\nours:  %r\n\n%s\n%s" % (
+        name, a, b, stock.log_tail(20), ours.log_tail(20))
+    assert a[1], "the server never closed"
+
+
+def test_same_environ_as_stock_gevent(gevent_pair):
+    stock, ours = gevent_pair
+    envs = []
+    for srv in gevent_pair:
+        resp = srv.request("POST", "/env?q=1", body=b"abc",
+                           headers={"X-A": "1", "Content-Type": "text/plain"})
+        env = echo_of(resp)["environ"]
+        assert env.pop("SERVER_PORT") == str(srv.port)
+        env.pop("HTTP_HOST")
+        envs.append(env)
+    assert envs[0] == envs[1]
+
+
+# -- cooperation ----------------------------------------------------------------
+
+FETCH_APP = '''
+import urllib.request
+
+def app(environ, start_response):
+    if environ["PATH_INFO"] == "/fetch":
+        port = environ["QUERY_STRING"]
+        with urllib.request.urlopen("http://127.0.0.1:%s/slow" % port, timeout=30) as r:
+            body = b"fetched:" + r.read()
+    else:
+        body = b"quick"
+    start_response("200 OK", [("Content-Type", "text/plain"),
+                              ("Content-Length", str(len(body)))])
+    return [body]
+'''
+
+
+def test_outgoing_request_is_cooperative(gunicorn_server, tmp_path):
+    """One worker: while a request waits for an outgoing HTTP call, others are served."""
+    release = threading.Event()
+    arrived = threading.Event()
+
+    class Slow(BaseHTTPRequestHandler):
+        def do_GET(self):
+            arrived.set()
+            release.wait(30)
+            self.send_response(200)
+            self.send_header("Content-Length", "4")
+            self.end_headers()
+            self.wfile.write(b"done")
+
+        def log_message(self, *args):
+            pass
+
+    backend = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    t = threading.Thread(target=backend.serve_forever, daemon=True)
+    t.start()
+    appdir = tmp_path / "app"
+    appdir.mkdir()
+    (appdir / "fetch_app.py").write_text(FETCH_APP)
+    srv = gunicorn_server(name="gevent-fetch", worker_class=GEVENT, workers=1,
+                          app="fetch_app:app", pythonpath=str(appdir), args=COMMON_ARGS)
+    result = {}
+
+    def fetch():
+        result["resp"] = srv.get("/fetch?%d" % backend.server_address[1], timeout=30)
+
+    client = threading.Thread(target=fetch)
+    client.start()
+    try:
+        assert arrived.wait(20), srv.log_tail()
+        # the only worker is inside the outgoing call: these must still be served
+        for _ in range(5):
+            resp = srv.get("/quick")
+            assert resp.status == 200 and resp.body == b"quick"
+        assert "resp" not in result
+    finally:
+        release.set()
+        client.join(30)
+        backend.shutdown()
+        backend.server_close()
+    assert result["resp"].status == 200 and result["resp"].body == b"fetched:done"
+
+
+def test_slow_clients_do_not_stop_others(gunicorn_server):
+    """200 clients trickle their headers: a normal client is served, and the
+    slow ones are closed at the keep-alive bound (gevent times each head)."""
+    srv = gunicorn_server(name="gevent-slow", worker_class=GEVENT, workers=1,
+                          args=COMMON_ARGS + ["--keep-alive", "1"])
+    slow = []
+    try:
+        for _ in range(200):
+            s = srv.connect(timeout=10)
+            s.sendall(b"GET /slow HTTP/1.1\r\n")
+            slow.append(s)
+        resp = srv.get("/_/hello")
+        assert resp.status == 200 and resp.body == b"Hello, world!\n"
+        # keep trickling; each one must be closed by the server
+        open_ = {s: True for s in slow}
+        deadline = time.monotonic() + 30
+        while any(open_.values()) and time.monotonic() < deadline:
+            for s in slow:
+                if not open_[s]:
+                    continue
+                try:
+                    s.setblocking(False)
+                    try:
+                        if s.recv(4096) == b"":
+                            open_[s] = False
+                            continue
+                    except BlockingIOError:
+                        pass
+                    s.send(b"X")
+                except OSError:
+                    open_[s] = False
+            time.sleep(0.2)
+        still = sum(open_.values())
+        assert still == 0, "%d slow connections still open\n%s" % (still, srv.log_tail())
+        resp = srv.get("/_/hello")
+        assert resp.status == 200
+    finally:
+        for s in slow:
+            s.close()
+
+
+# -- lifecycle ------------------------------------------------------------------
+
+def test_graceful_shutdown_finishes_in_flight_request(gunicorn_server, tmp_path):
+    srv = gunicorn_server(name="gevent-graceful", worker_class=GEVENT, workers=2,
+                          args=["--graceful-timeout", "20", "--timeout", "30"])
+    marker = tmp_path / "inflight"
+    result = {}
+
+    def slow():
+        result["resp"] = srv.get("/_/sleep?s=1.5&marker=%s" % marker, timeout=30)
+
+    # an idle keep-alive connection: closed by the shutdown, not waited for
+    idle = srv.connect()
+    idle.sendall(b"GET /idle HTTP/1.1\r\nHost: x\r\n\r\n")
+    t = threading.Thread(target=slow)
+    t.start()
+    deadline = time.monotonic() + 20
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert marker.exists(), srv.log_tail()
+    srv.terminate()
+    t.join(30)
+    code = srv.wait_exit(30)
+    idle.close()
+    assert result["resp"].status == 200 and result["resp"].body == b"slept\n"
+    assert code == 0, srv.log_tail()
+    assert "graceful timeout" not in srv.log_text()
+
+
+def test_max_requests_recycling_without_failures(gunicorn_server):
+    srv = gunicorn_server(name="gevent-maxreq", worker_class=GEVENT, workers=2,
+                          args=COMMON_ARGS + ["--max-requests", "15",
+                                              "--max-requests-jitter", "5"])
+    before = set(srv.worker_pids())
+    failures = []
+    pids = set()
+    lock = threading.Lock()
+
+    def client(n):
+        for i in range(n):
+            try:
+                resp = srv.get("/_/pid")
+                if resp.status != 200:
+                    failures.append(resp.status)
+                with lock:
+                    pids.add(resp.body)
+            except Exception as e:  # any failure counts
+                failures.append(repr(e))
+
+    threads = [threading.Thread(target=client, args=(30,)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert failures == [], failures[:10]
+    srv.wait_for_log(r"Autorestarting worker after current request", count=2)
+    assert len(pids) > 2, pids
+    assert set(srv.worker_pids()) != before
+
+
+@pytest.mark.parametrize("engine", ["auto", "fcntl", "epoll", "none"])
+def test_herd_spread_over_workers(gunicorn_server, e2e_report, engine):
+    """4 workers, 40 sequential connections: more than one worker serves."""
+    srv = gunicorn_server(name="gevent-herd-%s" % engine, worker_class=GEVENT, workers=4,
+                          args=COMMON_ARGS, env={"TURBOWORKERS_ACCEPT": engine})
+    srv.get("/_/pid")
+    time.sleep(0.2)
+    before = srv.context_switches()
+    served = {}
+    n = 40
+    for _ in range(n):
+        resp = srv.get("/_/pid")
+        assert resp.status == 200
+        served[resp.body] = served.get(resp.body, 0) + 1
+    per_request = (srv.context_switches() - before) / float(n)
+    e2e_report("engine %s: %d workers served %s; %.1f context switches per request"
+               % (engine, len(served), sorted(served.values()), per_request))
+    assert len(served) > 1, served

@@ -1,0 +1,608 @@
+"""GeventMutexWorker: gunicorn's gevent worker, herd-free and on the Cython HTTP core.
+
+gevent is set up by gunicorn's own ``GeventWorker`` (monkey-patching, the hub
+made again after fork, signal handlers run in greenlets), which this class
+extends. What it replaces:
+
+- accepting: instead of every worker waking for every connection (stock
+  ``StreamServer``), the holder of a cross-process mutex (``TURBOWORKERS_ACCEPT``,
+  default ``sem``) waits for the listeners, accepts a small batch, lets the
+  mutex go and gives each connection a greenlet of a pool of
+  ``worker_connections``. A worker whose pool is more than 7/8 full sits out
+  until it drains. With one worker there is no mutex;
+- connections: requests are read by the Cython parser over the gevent socket
+  (keep-alive and pipelining, each head within ``keepalive`` seconds as
+  stock gevent times them) and answered by the Cython response writer. In
+  pure mode, or for settings the parser leaves to gunicorn (and for HTTP/2),
+  each connection goes to gunicorn's own ``AsyncWorker.handle``.
+
+This module imports gevent: ``import turboworkers`` does not, and choosing
+this worker without gevent installed stops start-up with one line.
+"""
+import errno
+import socket
+import ssl
+import sys
+import time
+from datetime import datetime
+
+try:
+    import gevent
+except ImportError as _exc:
+    raise RuntimeError("turboworkers.GeventMutexWorker needs gevent (pip install "
+                       "'turboworkers[gevent]'): %s" % _exc) from None
+
+import gevent.pool
+from gevent.hub import Waiter, get_hub
+
+from gunicorn import http, util
+from gunicorn.http.wsgi import FileWrapper
+from gunicorn.sock import ssl_context
+from gunicorn.workers import base
+from gunicorn.workers.ggevent import GeventWorker
+
+from turboworkers import accept as _accept
+from turboworkers import glue
+
+# Connections one holder of the mutex takes before it lets the mutex go.
+ACCEPT_BATCH = 16
+# A worker whose open connections exceed this share of worker_connections
+# stops taking the mutex until it drops below it.
+SHED_NUM, SHED_DEN = 7, 8
+# While shedding: how often the worker looks at its pool again.
+SHED_POLL = 0.005
+# After an accept error other than "nothing there" (EMFILE, ENOBUFS...).
+ACCEPT_ERROR_PAUSE = 0.1
+
+_ACCEPT_RETRY = (errno.EAGAIN, errno.EWOULDBLOCK, errno.ECONNABORTED, errno.EINTR,
+                 errno.EPROTO)
+
+
+class _StopAccepting(Exception):
+    """Thrown into the accepting greenlet when the worker stops."""
+
+
+class _Acceptor:
+    """The accepting greenlet's state: which engine, and the mutex held.
+
+    Waiting for the mutex must never block the hub, which runs every
+    connection of this worker. The SysV semaphore (and the fcntl lock, and
+    an EPOLLEXCLUSIVE epoll) are therefore waited for in a thread of gevent's
+    native thread pool, where the call releases the GIL: the kernel still
+    queues this worker among the others (FIFO for the semaphore, one wake-up
+    per connection for epoll), and the hub learns of the result through its
+    async watcher, one wake-up. Polling ``try_acquire`` with a gevent.sleep
+    back-off was the other way; it was not taken because idle workers would
+    then wake every few milliseconds, and the semaphore's order of arrival
+    (which spreads connections evenly) would be lost to whoever polls first.
+    A ``try_acquire`` in the hub comes first, so the thread is only used when
+    the mutex is actually taken by someone else.
+    """
+
+    def __init__(self, worker, engine, listeners, pool, wait, log):
+        self.worker = worker
+        self.engine = engine
+        self.listeners = listeners
+        self.pool = pool
+        self.wait = wait
+        self.log = log
+        self.hub = get_hub()
+        self.running = True
+        self.in_mutex_wait = False
+        connections = max(1, worker.worker_connections)
+        self.batch = ACCEPT_BATCH
+        # with a mutex: sit out above 7/8 full, so the other workers serve
+        self.high = connections * SHED_NUM // SHED_DEN if engine != "solo" else connections
+        self.watchers = [self.hub.loop.io(l.fileno(), 1) for l in listeners]
+        for l in listeners:
+            l.setblocking(False)
+            if engine != "solo":
+                _accept.defer_accept(l)
+        self.sem = self.lock = self.lock_fd = self.poller = None
+        self.by_fd = {l.fileno(): l for l in listeners}
+        if engine == "sem":
+            self.sem = _accept.Shared.semaphore
+            if self.sem is None:
+                raise _accept.AcceptConfigError("%s=sem: no semaphore (the compiled extension "
+                                                "is missing or the master made none)"
+                                                % _accept.ENV)
+        elif engine == "fcntl":
+            if _accept.Shared.lock_path is None:
+                raise _accept.AcceptConfigError("%s=fcntl: the master made no lock file"
+                                                % _accept.ENV)
+            import os
+            self.lock_fd = os.open(_accept.Shared.lock_path, os.O_RDWR | os.O_CLOEXEC)
+            if _accept._sys is not None:
+                self.lock = _accept._sys.FileLock(self.lock_fd)
+        elif engine == "epoll":
+            self.rotate = _accept.rotate_from_env()
+            self.accepted = 0
+            if _accept._sys is not None:
+                self.poller = _accept._sys.Epoll()
+            else:
+                import select
+                self.poller = select.epoll()
+            self._register()
+
+    # -- the mutex ---------------------------------------------------------
+
+    def _in_thread(self, func, *args):
+        # the greenlet must not be killed while the thread may still take
+        # the mutex: it would then never be given back (see stop())
+        self.in_mutex_wait = True
+        try:
+            return self.hub.threadpool.apply(func, args)
+        finally:
+            self.in_mutex_wait = False
+
+    def take(self):
+        """Take the mutex; False when the wait ended without it."""
+        if self.sem is not None:
+            if self.sem.try_acquire():
+                return True
+            return self._in_thread(self.sem.acquire, self.wait)
+        if self.engine == "fcntl":
+            if self._lock_try():
+                return True
+            return self._in_thread(self._lock_wait)
+        return True
+
+    def give_back(self):
+        if self.sem is not None:
+            self.sem.release()
+        elif self.engine == "fcntl":
+            if self.lock is not None:
+                self.lock.release()
+            else:
+                import fcntl
+                fcntl.lockf(self.lock_fd, fcntl.LOCK_UN)
+
+    def _lock_try(self):
+        if self.lock is not None:
+            return self.lock.acquire(False)
+        import fcntl
+        try:
+            fcntl.lockf(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False
+        return True
+
+    def _lock_wait(self):
+        # in the pool's thread: an fcntl wait has no time limit, but every
+        # holder lets go within ``wait`` seconds
+        if self.lock is not None:
+            return self.lock.acquire(True)
+        import fcntl
+        try:
+            fcntl.lockf(self.lock_fd, fcntl.LOCK_EX)
+        except InterruptedError:
+            return False
+        return True
+
+    # -- epoll -------------------------------------------------------------
+
+    def _register(self):
+        for fd in self.by_fd:
+            if _accept._sys is not None:
+                self.poller.register(fd, True)
+            else:
+                import select
+                self.poller.register(fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
+
+    def _epoll_ready(self):
+        if _accept._sys is not None:
+            fds = self._in_thread(self.poller.wait, self.wait)
+        else:
+            fds = [fd for fd, _ in self._in_thread(self.poller.poll, self.wait)]
+        return [self.by_fd[fd] for fd in fds if fd in self.by_fd]
+
+    # -- listeners ---------------------------------------------------------
+
+    def _hub_ready(self, timeout):
+        """Wait in the hub until a listener can accept: the listeners (or [])."""
+        waiter = Waiter(self.hub)
+        timer = self.hub.loop.timer(timeout)
+        try:
+            for watcher, listener in zip(self.watchers, self.listeners):
+                watcher.start(waiter.switch, listener)
+            timer.start(waiter.switch, None)
+            ready = waiter.get()
+        finally:
+            for watcher in self.watchers:
+                watcher.stop()
+            timer.close()
+        if ready is None:
+            return []
+        # the one that fired first, then the others (they may have some too)
+        return [ready] + [l for l in self.listeners if l is not ready]
+
+    def _accept_batch(self, listeners, limit):
+        conns = []
+        for listener in listeners:
+            while len(conns) < limit:
+                try:
+                    client, addr = listener.accept()
+                except OSError as e:
+                    if e.errno in _ACCEPT_RETRY or isinstance(e, BlockingIOError):
+                        break
+                    self.log.warning("turboworkers: accept() failed: %s", e)
+                    self.error_pause = True
+                    break
+                conns.append((listener, client, addr))
+        return conns
+
+    # -- the loop ----------------------------------------------------------
+
+    def shedding(self):
+        return len(self.pool) > self.high
+
+    def run(self):
+        worker = self.worker
+        pool = self.pool
+        spawn = pool.spawn
+        handle = worker.handle
+        try:
+            while self.running and worker.alive:
+                self.error_pause = False
+                if self.shedding() or pool.free_count() == 0:
+                    gevent.sleep(SHED_POLL)
+                    continue
+                limit = min(self.batch, pool.free_count())
+                if self.engine == "epoll":
+                    ready = self._epoll_ready()
+                    conns = self._accept_batch(ready, limit) if ready else []
+                    if conns:
+                        self.accepted += 1
+                        if self.accepted % self.rotate == 0:
+                            # back of the line of exclusive waiters
+                            for fd in self.by_fd:
+                                self.poller.unregister(fd)
+                            self._register()
+                elif self.engine in ("solo", "none"):
+                    ready = self._hub_ready(self.wait)
+                    conns = self._accept_batch(ready, limit) if ready else []
+                else:
+                    if not self.take():
+                        continue
+                    try:
+                        if not (self.running and worker.alive):
+                            break
+                        ready = self._hub_ready(self.wait)
+                        conns = self._accept_batch(ready, limit) if ready else []
+                    finally:
+                        self.give_back()
+                for listener, client, addr in conns:
+                    spawn(handle, listener, client, addr)
+                if conns and self.engine != "solo":
+                    # let the new connections run before queueing for the
+                    # mutex again: the pool thread then never fights this
+                    # thread for the GIL while requests are being served
+                    gevent.idle()
+                if self.error_pause:
+                    gevent.sleep(ACCEPT_ERROR_PAUSE)
+        except _StopAccepting:
+            pass
+        finally:
+            self.running = False
+            for watcher in self.watchers:
+                watcher.close()
+
+    def stop(self, greenlet):
+        """Stop accepting; the mutex is given back before this returns, or
+        (when a thread is waiting for it) as soon as that wait ends."""
+        self.running = False
+        if greenlet.dead:
+            return
+        if not self.in_mutex_wait:
+            greenlet.kill(_StopAccepting, block=True, timeout=1.0)
+        else:
+            # the thread's wait is bounded by ``wait``; the loop then sees
+            # ``running`` is False and gives the mutex back
+            greenlet.join(timeout=self.wait + 1.0)
+
+    def close(self):
+        if self.poller is not None:
+            self.poller.close()
+        if self.lock_fd is not None:
+            import os
+            try:
+                os.close(self.lock_fd)
+            except OSError:
+                pass
+
+
+class GeventMutexWorker(GeventWorker):
+    """Drop-in for ``-k gevent``: ``gunicorn -k turboworkers.GeventMutexWorker app:app``."""
+
+    @staticmethod
+    def default_accept(listeners):
+        return "sem"
+
+    @classmethod
+    def setup(cls):
+        # In the master, at start and on every HUP: the semaphore (or lock
+        # file) is made once and kept.
+        engine = glue.accept_engine_at_setup(cls.__name__)
+        if engine == "queue":
+            raise glue.ConfigError(cls.__name__, _queue_refusal())
+        _accept.Shared.ensure_for(engine)
+
+    def init_process(self):
+        name = self.__class__.__name__
+        glue.check_settings_at_boot(self.cfg, name)
+        if self.cfg.workers <= 1:
+            # nobody to share the listeners with: no mutex
+            self.accept_engine = "solo"
+        else:
+            engine = glue.accept_engine_at_boot(name, self.sockets, self.default_accept)
+            if engine == "queue":
+                glue._refuse(glue.ConfigError(name, _queue_refusal()))
+            self.accept_engine = engine
+        self.http = None
+        self._conns = {}
+        # GeventWorker: monkey-patching, hub.reinit(), then run()
+        super().init_process()
+
+    # -- the worker's main greenlet ------------------------------------------
+
+    def run(self):
+        self.http = glue.HttpCore(self.cfg, self.log, multithread=True)
+        self._h2 = "h2" in (getattr(self.cfg, "http_protocols", None) or ())
+        self._gunicorn_http = not self.http.accelerated or self._h2
+        if self.http.accelerated and self._h2:
+            self.log.info("turboworkers: gunicorn's HTTP code (http_protocols includes h2)")
+        self._ssl_context = ssl_context(self.cfg) if self.cfg.is_ssl else None
+        self._pre_request = self.cfg.pre_request
+        self._post_request = self.cfg.post_request
+        self._keepalive = self.cfg.keepalive
+        self._listener_names = {}
+        self.pool = gevent.pool.Pool(self.worker_connections)
+        wait = _accept.idle_wait(self.timeout)
+        try:
+            acceptor = _Acceptor(self, self.accept_engine, self.sockets, self.pool, wait,
+                                 self.log)
+        except _accept.AcceptConfigError as e:
+            glue._refuse(glue.ConfigError(self.__class__.__name__, str(e)))
+        self.log.debug("turboworkers: accept engine %s", self.accept_engine)
+        accepting = gevent.spawn(acceptor.run)
+        try:
+            while self.alive and not accepting.dead:
+                self.notify()
+                accepting.join(timeout=1.0)
+            if accepting.dead and self.alive and accepting.exception is not None:
+                self.log.error("turboworkers: accepting stopped: %r", accepting.exception)
+            self._stop_gracefully(acceptor, accepting)
+        finally:
+            acceptor.close()
+
+    def _stop_gracefully(self, acceptor, accepting):
+        # stop accepting (the mutex goes to the other workers), then let the
+        # connections in flight finish within graceful_timeout
+        acceptor.stop(accepting)
+        for s in self.sockets:
+            util.close(s)
+        deadline = time.monotonic() + self.cfg.graceful_timeout
+        while len(self.pool):
+            self._close_idle()
+            if time.monotonic() >= deadline:
+                self.log.warning("Worker graceful timeout (pid:%s)", self.pid)
+                self.pool.kill(timeout=1)
+                return
+            self.notify()
+            self.pool.join(timeout=min(1.0, max(0.01, deadline - time.monotonic())))
+
+    def _close_idle(self):
+        """End the keep-alive connections that wait for a next request with
+        nothing of it received."""
+        for greenlet, (client, parser) in list(self._conns.items()):
+            if parser is None or not parser.at_rest() or greenlet.dead:
+                continue
+            if _has_input(client):
+                continue
+            greenlet.kill(block=False)
+
+    def handle_usr1(self, sig, frame):
+        gevent.spawn(self._reopen_logs, sig, frame)
+
+    def _reopen_logs(self, sig, frame):
+        base.Worker.handle_usr1(self, sig, frame)
+        if self.http is not None:
+            self.http.logs_reopened()
+
+    # -- connections -------------------------------------------------------
+
+    def listener_name(self, listener):
+        name = self._listener_names.get(listener)
+        if name is None:
+            name = self._listener_names[listener] = listener.getsockname()
+        return name
+
+    def handle(self, listener, client, addr):
+        if listener.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        if self._gunicorn_http:
+            if self._ssl_context is not None:
+                try:
+                    client = self._ssl_context.wrap_socket(client, server_side=True)
+                except BaseException as e:
+                    self.log.debug("TLS handshake failed: %s", e)
+                    util.close(client)
+                    return
+            return super().handle(listener, client, addr)
+        self.handle_connection(listener, client, addr)
+
+    def handle_connection(self, listener, client, addr):
+        """Serve the requests of one connection: keep-alive and pipelining."""
+        req = None
+        parser = None
+        me = gevent.getcurrent()
+        try:
+            client.setblocking(1)
+            if self._ssl_context is not None:
+                client = self._ssl_context.wrap_socket(
+                    client, server_side=True,
+                    suppress_ragged_eofs=self.cfg.suppress_ragged_eofs,
+                    do_handshake_on_connect=self.cfg.do_handshake_on_connect)
+                if not self.cfg.do_handshake_on_connect:
+                    client.do_handshake()
+            parser = self.http.parser(client, addr, self.listener_name(listener))
+            self._conns[me] = (client, None)
+            try:
+                if not self._keepalive:
+                    environ = parser.next_request()
+                    if environ is not None:
+                        req = parser.req
+                        self.serve_request(listener, req, client, addr, environ)
+                else:
+                    first = True
+                    while True:
+                        req = None
+                        environ = None
+                        if not first:
+                            # idle between requests: graceful shutdown may end it
+                            self._conns[me] = (client, parser)
+                        with self.timeout_ctx():
+                            environ = parser.next_request()
+                        if environ is None:
+                            break
+                        self._conns[me] = (client, None)
+                        first = False
+                        req = parser.req
+                        if not self.serve_request(listener, req, client, addr, environ):
+                            break
+            except http.errors.NoMoreData as e:
+                self.log.debug("Ignored premature client disconnection. %s", e)
+            except StopIteration as e:
+                self.log.debug("Closing connection. %s", e)
+            except (OSError, gevent.GreenletExit):
+                raise
+            except Exception as e:
+                self.handle_error(req, client, addr, e)
+        except gevent.GreenletExit:
+            pass
+        except OSError as e:
+            if isinstance(e, ssl.SSLError):
+                if e.args[0] == ssl.SSL_ERROR_EOF:
+                    self.log.debug("ssl connection closed")
+                else:
+                    self.log.debug("Error processing SSL request.")
+                    self.handle_error(req, client, addr, e)
+            elif e.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
+                self.log.exception("Socket error processing request.")
+            elif e.errno == errno.ECONNRESET:
+                self.log.debug("Ignoring connection reset")
+            elif e.errno == errno.ENOTCONN:
+                self.log.debug("Ignoring socket not connected")
+            else:
+                self.log.debug("Ignoring EPIPE")
+        except BaseException as e:
+            self.handle_error(req, client, addr, e)
+        finally:
+            self._conns.pop(me, None)
+            rested = True
+            if parser is not None:
+                rested = parser.at_rest()
+                parser.close()
+            if rested:
+                util.close(client)
+            else:
+                # unread request bytes would turn a plain close into a reset
+                # that can cut off the response
+                util.close_graceful(client)
+
+    def serve_request(self, listener, req, client, addr, environ):
+        """One request: True when the connection may carry another one."""
+        try:
+            return self._serve_request(listener, req, client, addr, environ)
+        except gevent.GreenletExit:
+            # killed (graceful timeout): the connection ends here
+            return False
+        except SystemExit:
+            # as gunicorn's gevent worker: a SystemExit raised by the app
+            # (or a timeout abort) is swallowed
+            pass
+        return True
+
+    def _serve_request(self, listener, req, client, addr, environ):
+        request_start = datetime.now()
+        resp = None
+        try:
+            self._pre_request(self, req)
+            resp = self.http.response(client, req)
+            environ["wsgi.early_hints"] = resp.send_early_hints
+            self.nr += 1
+            if self.nr >= self.max_requests:
+                if self.alive:
+                    self.log.info("Autorestarting worker after current request.")
+                    self.alive = False
+            if not self.alive or not self._keepalive:
+                resp.force_close()
+            respiter = self.wsgi(environ, resp.start_response)
+            if self.is_already_handled(respiter):
+                return False
+            try:
+                if isinstance(respiter, FileWrapper):
+                    resp.write_file(respiter)
+                    resp.close()
+                elif type(respiter) is list or type(respiter) is tuple:
+                    resp.write_list(respiter)
+                else:
+                    for item in respiter:
+                        resp.write(item)
+                    resp.close()
+            finally:
+                self.log.access(resp, req, environ, datetime.now() - request_start)
+                if hasattr(respiter, "close"):
+                    respiter.close()
+            if resp.should_close():
+                self.log.debug("Closing connection. ")
+                return False
+            return True
+        except OSError:
+            util.reraise(*sys.exc_info())
+        except (Exception, SystemExit):
+            if resp is not None and resp.headers_sent:
+                # Headers are out: a 500 now would corrupt the response.
+                self.log.exception("Error handling request")
+                try:
+                    client.shutdown(socket.SHUT_RDWR)
+                    client.close()
+                except OSError:
+                    pass
+                raise StopIteration()
+            raise
+        finally:
+            try:
+                self._post_request(self, req, environ, resp)
+            except Exception:
+                self.log.exception("Exception in post_request hook")
+
+
+def _queue_refusal():
+    return ("%s=queue: a gevent worker never sleeps in accept(); "
+            "use sem, fcntl, epoll or none" % _accept.ENV)
+
+
+def _has_input(client):
+    """Whether bytes wait on the connection (or in its TLS buffer)."""
+    try:
+        if getattr(client, "pending", None) is not None and client.pending():
+            return True
+    except (OSError, ValueError):
+        return True
+    try:
+        fd = client.fileno()
+    except OSError:
+        return False
+    if fd < 0:
+        return False
+    from gevent.monkey import get_original
+    poll = get_original("select", "poll")()
+    poll.register(fd, 1)
+    try:
+        return bool(poll.poll(0))
+    except OSError:
+        return True

@@ -171,8 +171,9 @@ def _meta_lines(meta):
     return [
         "- date: %s; `nproc`: %s; kernel: %s (%s)" % (meta["date"], meta["nproc"],
                                                       meta["kernel"], meta.get("machine")),
-        "- Python %s, gunicorn %s, turboworkers %s (mode: %s)" % (
-            meta.get("python"), meta.get("gunicorn"), meta.get("turboworkers"), mode),
+        "- Python %s, gunicorn %s, turboworkers %s (mode: %s; source: %s)" % (
+            meta.get("python"), meta.get("gunicorn"), meta.get("turboworkers"), mode,
+            meta.get("git") or "unknown"),
         "- peers: %s" % peers,
         "- 1-minute load average before / after the run: %s / %s (anything above what the "
         "benchmark itself causes means other work shared the cores)" % (

@@ -52,6 +52,21 @@ def tool_version(argv):
     return text[0].strip() if text else None
 
 
+def git_state():
+    """The commit measured, and whether the package's sources had uncommitted changes."""
+    try:
+        rc, out, _ = procs.run_bounded(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], 10)
+        if rc != 0:
+            return None
+        commit = out.strip()
+        rc, out, _ = procs.run_bounded(["git", "-C", ROOT, "status", "--porcelain", "--",
+                                        "turboworkers", "cext", "setup.py"], 10)
+        dirty = rc == 0 and bool(out.strip())
+        return commit + (" + uncommitted changes in turboworkers/ or cext/" if dirty else "")
+    except OSError:
+        return None
+
+
 def _loadavg():
     """The 1-minute load average: other work on the machine skews every figure."""
     try:
@@ -81,6 +96,7 @@ def machine_meta(probe, args, argv):
         "gunicorn": mods.get("gunicorn", {}).get("version"),
         "turboworkers": tw.get("version"),
         "turboworkers_mode": tw.get("mode"),
+        "git": git_state(),
         "turboworkers_import_error": tw.get("import_error"),
         "peers": {m: (info.get("version") if info.get("ok") else None)
                   for m, info in mods.items()

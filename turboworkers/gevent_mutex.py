@@ -19,7 +19,9 @@ extends. What it replaces:
 This module imports gevent: ``import turboworkers`` does not, and choosing
 this worker without gevent installed stops start-up with one line.
 """
+import collections
 import errno
+import os
 import socket
 import ssl
 import sys
@@ -32,6 +34,7 @@ except ImportError as _exc:
     raise RuntimeError("turboworkers.GeventMutexWorker needs gevent (pip install "
                        "'turboworkers[gevent]'): %s" % _exc) from None
 
+import gevent.event
 import gevent.pool
 from gevent.hub import Waiter, get_hub
 
@@ -78,6 +81,8 @@ class _Acceptor:
     A ``try_acquire`` in the hub comes first, so the thread is only used when
     the mutex is actually taken by someone else.
     """
+
+    error = None
 
     def __init__(self, worker, engine, listeners, pool, wait, log):
         self.worker = worker
@@ -311,6 +316,195 @@ class _Acceptor:
                 pass
 
 
+class _ThreadAcceptor:
+    """Accepting with a cross-process mutex (sem, fcntl) or an exclusive
+    epoll: the waiting is done by one native thread of the worker.
+
+    Waiting for the mutex must never block the hub, which runs every
+    connection of this worker. So a thread of its own (started once, not
+    patched by gevent) loops: wait for the mutex, wait for a listener, accept
+    a batch with ``accept4``, give the mutex back, hand the new sockets to
+    the hub through an async watcher. Every wait is a system call that runs
+    without the GIL and is bounded by ``wait``, so the thread sees a stop
+    within that time. The kernel still queues this worker among the others
+    (in order of arrival for the semaphore, one waiter woken per connection
+    for epoll). Two other ways were tried or weighed: waiting for the mutex
+    in gevent's thread pool and for the listener in the hub cost about twice
+    the context switches per connection (a pool task, the hub wake-up and a
+    GIL hand-over for each step); polling ``try_acquire`` with a gevent.sleep
+    back-off wakes every idle worker every few milliseconds and loses the
+    semaphore's order of arrival (whoever polls first wins), which is what
+    spreads connections evenly.
+    """
+
+    def __init__(self, worker, engine, listeners, pool, wait, log):
+        from gevent.monkey import get_original
+        self.worker = worker
+        self.engine = engine
+        self.pool = pool
+        self.wait = wait
+        self.log = log
+        self.hub = get_hub()
+        self.running = True
+        self.listeners = listeners
+        self.by_fd = {l.fileno(): l for l in listeners}
+        connections = max(1, worker.worker_connections)
+        # sit out above 7/8 full, so the other workers serve
+        self.high = connections * SHED_NUM // SHED_DEN
+        self.ready = collections.deque()
+        self._sleep = get_original("time", "sleep")
+        self._done = get_original("_thread", "allocate_lock")()
+        self._start_thread = get_original("_thread", "start_new_thread")
+        self.sem = self.lock = self.lock_fd = None
+        self.rotate = _accept.rotate_from_env()
+        self.batches = 0
+        for l in listeners:
+            l.setblocking(False)
+            _accept.defer_accept(l)
+        if _accept._sys is None:
+            raise _accept.AcceptConfigError("%s=%s: needs the compiled extension with a gevent "
+                                            "worker" % (_accept.ENV, engine))
+        if engine == "sem":
+            self.sem = _accept.Shared.semaphore
+            if self.sem is None:
+                raise _accept.AcceptConfigError("%s=sem: no semaphore (the compiled extension "
+                                                "is missing or the master made none)"
+                                                % _accept.ENV)
+        elif engine == "fcntl":
+            if _accept.Shared.lock_path is None:
+                raise _accept.AcceptConfigError("%s=fcntl: the master made no lock file"
+                                                % _accept.ENV)
+            self.lock_fd = os.open(_accept.Shared.lock_path, os.O_RDWR | os.O_CLOEXEC)
+            self.lock = _accept._sys.FileLock(self.lock_fd)
+        self.poller = _accept._sys.Epoll()
+        self._register()
+        self.async_ = self.hub.loop.async_()
+
+    def _register(self):
+        for fd in self.by_fd:
+            self.poller.register(fd, self.engine == "epoll")
+
+    # -- in the thread -----------------------------------------------------
+
+    def _take(self):
+        if self.sem is not None:
+            return self.sem.acquire(self.wait)
+        if self.lock is not None:
+            # no time limit, but every holder lets go within ``wait``
+            return self.lock.acquire(True)
+        return True
+
+    def _give_back(self):
+        if self.sem is not None:
+            self.sem.release()
+        elif self.lock is not None:
+            self.lock.release()
+
+    def _thread_main(self):
+        accept_fd = _accept._sys.accept_fd
+        pool = self.pool
+        ready = self.ready
+        worker = self.worker
+        try:
+            while self.running and worker.alive:
+                free = pool.size - len(pool) - len(ready)
+                if len(pool) + len(ready) > self.high or free <= 0:
+                    self._sleep(SHED_POLL)
+                    continue
+                limit = min(ACCEPT_BATCH, free)
+                if not self._take():
+                    continue
+                got = []
+                pause = False
+                try:
+                    if not (self.running and worker.alive):
+                        break
+                    for fd in self.poller.wait(self.wait):
+                        while len(got) < limit:
+                            try:
+                                conn = accept_fd(fd, True)
+                            except OSError as e:
+                                if e.errno not in _ACCEPT_RETRY:
+                                    pause = e
+                                break
+                            if conn is None:
+                                break
+                            got.append((fd, conn[0], conn[1]))
+                finally:
+                    self._give_back()
+                if got:
+                    ready.extend(got)
+                    self.async_.send()
+                    if self.engine == "epoll":
+                        self.batches += 1
+                        if self.batches % self.rotate == 0:
+                            # to the back of the line of exclusive waiters
+                            for fd in self.by_fd:
+                                self.poller.unregister(fd)
+                            self._register()
+                if pause:
+                    self.error = pause
+                    self.async_.send()
+                    self._sleep(ACCEPT_ERROR_PAUSE)
+        except BaseException as e:  # reported by the hub
+            self.error = e
+            self.running = False
+            self.async_.send()
+        finally:
+            self._done.release()
+
+    # -- in the hub ----------------------------------------------------------
+
+    error = None
+
+    def _on_ready(self):
+        ready = self.ready
+        pool = self.pool
+        handle = self.worker.handle
+        while ready:
+            fd, nfd, addr = ready.popleft()
+            listener = self.by_fd[fd]
+            client = socket.socket(listener.family, socket.SOCK_STREAM, fileno=nfd)
+            if pool.full():
+                # cannot happen (the thread counts free places), and the hub
+                # must never block: wait for a place in a greenlet of its own
+                gevent.spawn(pool.spawn, handle, listener, client, addr)
+            else:
+                pool.spawn(handle, listener, client, addr)
+        if self.error is not None:
+            e, self.error = self.error, None
+            self.log.warning("turboworkers: accepting: %r", e)
+
+    def run(self):
+        """Start the thread; returns at once (``dead`` says when it ended)."""
+        self.async_.start(self._on_ready)
+        self._done.acquire()
+        self._start_thread(self._thread_main, ())
+
+    @property
+    def dead(self):
+        return not self._done.locked()
+
+    def stop(self):
+        """Stop accepting. The thread gives the mutex back and ends within
+        ``wait`` seconds; what it accepted until then is served."""
+        self.running = False
+        deadline = time.monotonic() + self.wait + 2.0
+        while not self.dead and time.monotonic() < deadline:
+            gevent.sleep(0.01)
+        self._on_ready()
+
+    def close(self):
+        self.async_.stop()
+        if self.dead:
+            self.poller.close()
+        if self.lock_fd is not None:
+            try:
+                os.close(self.lock_fd)
+            except OSError:
+                pass
+
+
 class GeventMutexWorker(GeventWorker):
     """Drop-in for ``-k gevent``: ``gunicorn -k turboworkers.GeventMutexWorker app:app``."""
 
@@ -358,27 +552,38 @@ class GeventMutexWorker(GeventWorker):
         self._listener_names = {}
         self.pool = gevent.pool.Pool(self.worker_connections)
         wait = _accept.idle_wait(self.timeout)
+        threaded = self.accept_engine in ("sem", "fcntl", "epoll") and _accept._sys is not None
         try:
-            acceptor = _Acceptor(self, self.accept_engine, self.sockets, self.pool, wait,
-                                 self.log)
+            acceptor = (_ThreadAcceptor if threaded else _Acceptor)(
+                self, self.accept_engine, self.sockets, self.pool, wait, self.log)
         except _accept.AcceptConfigError as e:
             glue._refuse(glue.ConfigError(self.__class__.__name__, str(e)))
-        self.log.debug("turboworkers: accept engine %s", self.accept_engine)
-        accepting = gevent.spawn(acceptor.run)
+        self.log.debug("turboworkers: accept engine %s%s", self.accept_engine,
+                       " (accept thread)" if threaded else "")
+        self._stopping = gevent.event.Event()
+        if threaded:
+            acceptor.run()
+            accepting = acceptor
+        else:
+            accepting = gevent.spawn(acceptor.run)
         try:
             while self.alive and not accepting.dead:
                 self.notify()
-                accepting.join(timeout=1.0)
-            if accepting.dead and self.alive and accepting.exception is not None:
-                self.log.error("turboworkers: accepting stopped: %r", accepting.exception)
-            self._stop_gracefully(acceptor, accepting)
+                self._stopping.wait(1.0)
+            if accepting.dead and self.alive:
+                self.log.error("turboworkers: accepting stopped: %r",
+                               getattr(accepting, "exception", None) or acceptor.error)
+            self._stop_gracefully(acceptor, accepting, threaded)
         finally:
             acceptor.close()
 
-    def _stop_gracefully(self, acceptor, accepting):
+    def _stop_gracefully(self, acceptor, accepting, threaded):
         # stop accepting (the mutex goes to the other workers), then let the
         # connections in flight finish within graceful_timeout
-        acceptor.stop(accepting)
+        if threaded:
+            acceptor.stop()
+        else:
+            acceptor.stop(accepting)
         for s in self.sockets:
             util.close(s)
         deadline = time.monotonic() + self.cfg.graceful_timeout
@@ -538,6 +743,7 @@ class GeventMutexWorker(GeventWorker):
                 if self.alive:
                     self.log.info("Autorestarting worker after current request.")
                     self.alive = False
+                    self._stopping.set()
             if not self.alive or not self._keepalive:
                 resp.force_close()
             respiter = self.wsgi(environ, resp.start_response)

@@ -281,10 +281,11 @@ def test_value_given_with_gunicorns_env_setting(gunicorn_server, setting):
 # -- lifecycle ----------------------------------------------------------------------
 
 # engine -> (semaphores, lock files) its master makes
-MADE = {"auto": (1, 0), "queue": (0, 0), "sem": (1, 0), "fcntl": (0, 1), "epoll": (0, 0),
-        "none": (0, 0)}
-if _accept is None:
-    MADE.update({"auto": (0, 1), "sem": (0, 1)})
+# What the master makes, whatever the engine: gunicorn applies --env after
+# the worker class's setup(), so the master cannot know which engine the
+# workers will ask for, and makes both (the semaphore needs the extension).
+MADE = {engine: (1 if _accept is not None else 0, 1)
+        for engine in ("auto", "queue", "sem", "fcntl", "epoll", "none")}
 
 
 def test_master_exit_leaves_no_semaphore_and_no_lock_file(gunicorn_server):

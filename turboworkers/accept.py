@@ -151,11 +151,16 @@ class Shared:
 
     @classmethod
     def ensure_for(cls, engine):
-        """Make what ``engine`` ("auto" included) may need."""
-        if engine in ("sem", "auto"):
-            cls.ensure("sem" if _sys is not None else "fcntl")
-        elif engine == "fcntl":
-            cls.ensure("fcntl")
+        """Make what the workers may need.
+
+        Both the semaphore and the lock file, whatever ``engine`` says:
+        gunicorn applies its ``--env`` / ``raw_env`` settings to the master's
+        environment only after ``setup()``, so the workers may ask for an
+        engine the master did not see.
+        """
+        if _sys is not None:
+            cls.ensure("sem")
+        cls.ensure("fcntl")
 
     @classmethod
     def remove(cls):
@@ -258,14 +263,19 @@ class QueueEngine:
 class _MutexEngine:
     """The holder of a cross-process mutex waits for the listeners."""
 
-    def __init__(self, listeners, wait, wakeup_fd=None, **_):
+    def __init__(self, listeners, wait, wakeup_fd=None, stopping=None, **_):
         self.wait = wait
+        # a wait for the mutex can be long; a worker asked to stop while it
+        # waited must not then also wait for a connection
+        self.stopping = stopping or (lambda: False)
         for l in listeners:
             l.setblocking(False)
             defer_accept(_raw(l))
         self.waiter = _Waiter(listeners, wakeup_fd)
 
     def _serve_while_held(self):
+        if self.stopping():
+            return None
         for listener in self.waiter.ready(self.wait):
             conn = _accept_from(listener)
             if conn is not None:
@@ -461,9 +471,19 @@ def resolve(name, listeners, auto):
     return name
 
 
-def make_engine(name, listeners, wait, notify, wakeup_fd):
+def check_boot(name):
+    """Refuse, in a booting worker, an engine that could not run: what the
+    master should have made is missing, or the rotation setting is bad."""
+    if (name == "sem" and Shared.semaphore is None) or (name == "fcntl" and Shared.lock_path is None):
+        raise AcceptConfigError("%s=%s: the master made no %s; set the variable in gunicorn's "
+                                "own environment" % (ENV, name, "semaphore" if name == "sem"
+                                                     else "lock file"))
+    rotate_from_env()
+
+
+def make_engine(name, listeners, wait, notify, wakeup_fd, stopping=None):
     return _ENGINE_CLASSES[name](listeners, wait, notify=notify, wakeup_fd=wakeup_fd,
-                                 rotate=rotate_from_env())
+                                 rotate=rotate_from_env(), stopping=stopping)
 
 
 def close_if_drained(client):

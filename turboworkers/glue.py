@@ -38,7 +38,9 @@ def accept_engine_at_boot(worker, listeners, auto):
     """The engine a booting worker uses with its listeners."""
     from turboworkers import accept
     try:
-        return accept.resolve(accept.engine_from_env(), listeners, auto)
+        name = accept.resolve(accept.engine_from_env(), listeners, auto)
+        accept.check_boot(name)
+        return name
     except accept.AcceptConfigError as e:
         _refuse(ConfigError(worker, str(e)))
 

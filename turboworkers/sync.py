@@ -57,7 +57,8 @@ class SyncMutexWorker(SyncWorker):
         self._listener_names = {}
         wait = _accept.idle_wait(self.timeout)
         acceptor = _accept.make_engine(self.accept_engine, self.sockets, wait,
-                                       self.notify, self.PIPE[0])
+                                       self.notify, self.PIPE[0],
+                                       stopping=lambda: not self.alive)
         self.log.debug("turboworkers: accept engine %s", self.accept_engine)
         try:
             beat = _accept.Heartbeat(self.notify, wait)

@@ -30,6 +30,7 @@ from datetime import datetime
 from itertools import count
 
 from gunicorn import http, util
+from gunicorn.glogging import Logger
 from gunicorn.http import wsgi
 from gunicorn.http.wsgi import FileWrapper
 from gunicorn.workers import base
@@ -58,6 +59,9 @@ _CLOSE_DRAIN_MAX = 65536
 # gthread bounds the drain of an unread body between two requests (time,
 # bytes) and closes the connection past either bound
 _DRAIN_TIMEOUT = 5.0
+
+# connections one wake-up of a listener may accept
+_ACCEPT_BATCH = 16
 
 _IDLE, _BUSY, _CLOSED = 0, 1, 2
 _QUIET_ERRNOS = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN)
@@ -197,7 +201,10 @@ class EpollThreadWorker(base.Worker):
                              self.__class__.__name__)
         self._pre_request = cfg.pre_request
         self._post_request = cfg.post_request
-        self._access_log = self.log.access_log_enabled
+        # gunicorn's Logger.access() does nothing without an access log, but
+        # another logger class (statsd's, a user's) acts on every request
+        self._access_log = (self.log.access_log_enabled
+                            or type(self.log).access is not Logger.access)
         self._keepalive = cfg.keepalive
         self._keepalive_on = bool(cfg.keepalive)
         # a client in the middle of its head gets this long between pieces
@@ -383,6 +390,20 @@ class EpollThreadWorker(base.Worker):
                 self._rotate_listeners()
         return conn
 
+    def _accept_more(self, raw):
+        # One thread serves the connection it accepted; the others waiting
+        # in the backlog are taken now and armed, so that any idle thread
+        # can serve them, in turn with the connections already open. Taking
+        # only one per wake-up would leave new clients behind every ready
+        # keep-alive connection while all threads are busy.
+        for _ in range(_ACCEPT_BATCH - 1):
+            if not self._accepting:
+                return
+            conn = self._accept(raw)
+            if conn is None:
+                return
+            self._rearm(conn, self._request_wait)
+
     def _claim(self, fd):
         with self._lock:
             conn = self._conns.get(fd)
@@ -493,6 +514,8 @@ class EpollThreadWorker(base.Worker):
             try:
                 if raw is not None:
                     conn = self._accept(raw)
+                    if conn is not None:
+                        self._accept_more(raw)
                 else:
                     conn = self._claim(fd)
             except Exception:

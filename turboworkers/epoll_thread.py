@@ -59,6 +59,7 @@ _CLOSE_DRAIN_MAX = 65536
 # gthread bounds the drain of an unread body between two requests (time,
 # bytes) and closes the connection past either bound
 _DRAIN_TIMEOUT = 5.0
+_DRAIN_MAX_BYTES = 65536
 
 # connections one wake-up of a listener may accept
 _ACCEPT_BATCH = 16
@@ -157,7 +158,11 @@ class EpollThreadWorker(base.Worker):
     def init_process(self):
         name = self.__class__.__name__
         glue.check_settings_at_boot(self.cfg, name)
-        engine = _accept.engine_from_env()
+        try:
+            engine = _accept.engine_from_env()
+            _accept.rotate_from_env()
+        except _accept.AcceptConfigError as e:
+            glue._refuse(glue.ConfigError(name, str(e)))
         if engine not in self.ACCEPT_ENGINES:
             glue._refuse(glue.ConfigError(name, "%s=%s: use auto, epoll or none"
                                           % (_accept.ENV, engine)))
@@ -577,6 +582,8 @@ class EpollThreadWorker(base.Worker):
                     parser.close()
                     self._close_after_response(conn)
                     return
+                if not parser.at_rest() and not self._drain_body(conn, parser):
+                    break
                 if not parser.finish_body():
                     break
                 req = None
@@ -590,6 +597,34 @@ class EpollThreadWorker(base.Worker):
             self.handle_error(req, sock, conn.addr, e)
         parser.close()
         self._close_after_response(conn)
+
+    def _drain_body(self, conn, parser):
+        """Skip what the application left unread of the request body, as
+        gthread does before it keeps a connection: at most _DRAIN_MAX_BYTES
+        within _DRAIN_TIMEOUT seconds, else the connection is closed."""
+        body = parser.req.body
+        sock = conn.sock
+        end = time.monotonic() + _DRAIN_TIMEOUT
+        drained = 0
+        try:
+            while True:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                sock.settimeout(left)
+                data = body.read(1024)
+                if not data:
+                    return True
+                drained += len(data)
+                if drained >= _DRAIN_MAX_BYTES:
+                    return False
+        except OSError:
+            return False
+        finally:
+            try:
+                sock.settimeout(None)
+            except OSError:
+                pass
 
     def _wait_for(self, conn):
         if self._stopping and not self._has_partial(conn):

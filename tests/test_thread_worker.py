@@ -407,6 +407,30 @@ def test_worker_connections_caps_open_connections(gunicorn_server):
             c.close()
 
 
+def test_idle_keep_alive_connection_is_closed_after_keepalive(gunicorn_server):
+    srv = gunicorn_server(name="ka1", worker_class=TURBO_THREAD,
+                          args=["--threads", "2", "--keep-alive", "1"])
+    c = _client(srv)
+    try:
+        c.send(c.get("/_/hello"))
+        code, headers, _ = c.read()
+        assert code == 200 and headers["connection"] == "keep-alive"
+        assert c.closed_by_server()
+    finally:
+        c.close()
+
+
+def test_heartbeat_while_every_thread_is_in_the_app(gunicorn_server):
+    srv = gunicorn_server(name="beat", worker_class=TURBO_THREAD,
+                          args=["--threads", "1", "--timeout", "2"])
+    pids = srv.worker_pids()
+    resp = srv.get("/_/sleep?s=4", timeout=30)
+    assert resp.status == 200
+    assert servers.header(resp, "X-Worker-Pid") == [str(pids[0])]
+    assert "WORKER TIMEOUT" not in srv.log_text()
+    assert srv.worker_pids() == pids
+
+
 def test_max_requests_recycles_the_worker(gunicorn_server):
     srv = gunicorn_server(name="recycle", worker_class=TURBO_THREAD,
                           args=["--threads", "2", "--max-requests", "5"])

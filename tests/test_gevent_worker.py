@@ -435,17 +435,26 @@ def test_slow_clients_do_not_stop_others(gunicorn_server):
 # -- lifecycle ------------------------------------------------------------------
 
 def test_graceful_shutdown_finishes_in_flight_request(gunicorn_server, tmp_path):
+    """SIGTERM: the request in flight is answered, an idle keep-alive
+    connection is closed (accelerated mode: at once; gunicorn's own code in
+    pure mode closes it at the keep-alive bound), the worker exits cleanly."""
+    keepalive = "60" if ACCELERATED else "2"
     srv = gunicorn_server(name="gevent-graceful", worker_class=GEVENT, workers=2,
-                          args=["--graceful-timeout", "20", "--timeout", "30"])
+                          args=["--graceful-timeout", "20", "--timeout", "30",
+                                "--keep-alive", keepalive])
     marker = tmp_path / "inflight"
     result = {}
 
     def slow():
         result["resp"] = srv.get("/_/sleep?s=1.5&marker=%s" % marker, timeout=30)
 
-    # an idle keep-alive connection: closed by the shutdown, not waited for
-    idle = srv.connect()
-    idle.sendall(b"GET /idle HTTP/1.1\r\nHost: x\r\n\r\n")
+    idle = srv.connect(timeout=30)
+    idle.sendall(b"GET /_/hello HTTP/1.1\r\nHost: x\r\n\r\n")
+    first = b""
+    while not first.endswith(b"Hello, world!\n"):
+        piece = idle.recv(4096)
+        assert piece, first
+        first += piece
     t = threading.Thread(target=slow)
     t.start()
     deadline = time.monotonic() + 20
@@ -453,12 +462,18 @@ def test_graceful_shutdown_finishes_in_flight_request(gunicorn_server, tmp_path)
         time.sleep(0.02)
     assert marker.exists(), srv.log_tail()
     srv.terminate()
+    # the idle connection ends (EOF) while the slow request is still served
+    try:
+        rest = idle.recv(4096)
+    except OSError as e:
+        rest = e
+    idle.close()
     t.join(30)
     code = srv.wait_exit(30)
-    idle.close()
+    assert rest == b"", rest
     assert result["resp"].status == 200 and result["resp"].body == b"slept\n"
     assert code == 0, srv.log_tail()
-    assert "graceful timeout" not in srv.log_text()
+    assert "graceful timeout" not in srv.log_text(), srv.log_tail()
 
 
 def test_max_requests_recycling_without_failures(gunicorn_server):
@@ -492,21 +507,71 @@ def test_max_requests_recycling_without_failures(gunicorn_server):
     assert set(srv.worker_pids()) != before
 
 
-@pytest.mark.parametrize("engine", ["auto", "fcntl", "epoll", "none"])
-def test_herd_spread_over_workers(gunicorn_server, e2e_report, engine):
-    """4 workers, 40 sequential connections: more than one worker serves."""
-    srv = gunicorn_server(name="gevent-herd-%s" % engine, worker_class=GEVENT, workers=4,
-                          args=COMMON_ARGS, env={"TURBOWORKERS_ACCEPT": engine})
+def _herd(srv, n=40):
+    """``n`` sequential one-connection requests: ({worker pid: requests}, switches per request)."""
     srv.get("/_/pid")
     time.sleep(0.2)
     before = srv.context_switches()
     served = {}
-    n = 40
     for _ in range(n):
         resp = srv.get("/_/pid")
         assert resp.status == 200
         served[resp.body] = served.get(resp.body, 0) + 1
-    per_request = (srv.context_switches() - before) / float(n)
-    e2e_report("engine %s: %d workers served %s; %.1f context switches per request"
-               % (engine, len(served), sorted(served.values()), per_request))
+    return served, (srv.context_switches() - before) / float(n)
+
+
+def test_herd_spread_over_workers(gunicorn_server, e2e_report):
+    """4 workers, 40 sequential connections: more than one worker serves."""
+    srv = gunicorn_server(name="gevent-herd", worker_class=GEVENT, workers=4,
+                          args=COMMON_ARGS, env={"TURBOWORKERS_ACCEPT": None})
+    served, per_request = _herd(srv)
+    e2e_report("default engine: %d workers served %s; %.1f context switches per request"
+               % (len(served), sorted(served.values()), per_request))
     assert len(served) > 1, served
+
+
+def test_other_accept_engines(gunicorn_server, e2e_report):
+    """fcntl, epoll and none (stock gunicorn's way) serve as well."""
+    started = {}
+    for engine in ("fcntl", "epoll", "none"):
+        started[engine] = gunicorn_server(name="gevent-%s" % engine, worker_class=GEVENT,
+                                          workers=4, args=COMMON_ARGS, wait=False,
+                                          env={"TURBOWORKERS_ACCEPT": engine})
+    for engine, srv in started.items():
+        srv.wait_ready()
+    for engine, srv in started.items():
+        served, per_request = _herd(srv)
+        e2e_report("engine %s: %d workers served %s; %.1f context switches per request"
+                   % (engine, len(served), sorted(served.values()), per_request))
+        assert sum(served.values()) == 40
+        assert srv.log_text().count("turboworkers: accept engine %s" % engine) == 4
+
+
+@pytest.mark.parametrize("engine", ["sem", "epoll"])
+def test_without_compiled_accept_module(gunicorn_server, tmp_path, engine):
+    """Where turboworkers._accept cannot be imported: the mutex (``sem``
+    becomes ``fcntl``) or the exclusive epoll is waited for in gevent's
+    thread pool, and the listeners in the hub."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text("import sys\nsys.modules['turboworkers._accept'] = None\n")
+    env = {"PYTHONPATH": str(site) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "TURBOWORKERS_ACCEPT": engine}
+    srv = gunicorn_server(name="gevent-noext-%s" % engine, worker_class=GEVENT, workers=2,
+                          args=COMMON_ARGS, env=env)
+    served = {}
+    for _ in range(20):
+        resp = srv.get("/_/pid")
+        assert resp.status == 200
+        served[resp.body] = served.get(resp.body, 0) + 1
+    conn = _connection(srv)
+    try:
+        for i in range(3):
+            conn.request("GET", "/_/hello")
+            assert conn.getresponse().read() == b"Hello, world!\n"
+    finally:
+        conn.close()
+    text = srv.log_text()
+    expected = "fcntl" if engine == "sem" else "epoll"
+    assert text.count("turboworkers: accept engine %s\n" % expected) == 2, text
+    assert "Traceback" not in text, srv.log_tail()

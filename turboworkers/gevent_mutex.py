@@ -66,20 +66,16 @@ class _StopAccepting(Exception):
 
 
 class _Acceptor:
-    """The accepting greenlet's state: which engine, and the mutex held.
+    """Accepting from a greenlet, waiting for the listeners in the hub.
 
-    Waiting for the mutex must never block the hub, which runs every
-    connection of this worker. The SysV semaphore (and the fcntl lock, and
-    an EPOLLEXCLUSIVE epoll) are therefore waited for in a thread of gevent's
-    native thread pool, where the call releases the GIL: the kernel still
-    queues this worker among the others (FIFO for the semaphore, one wake-up
-    per connection for epoll), and the hub learns of the result through its
-    async watcher, one wake-up. Polling ``try_acquire`` with a gevent.sleep
-    back-off was the other way; it was not taken because idle workers would
-    then wake every few milliseconds, and the semaphore's order of arrival
-    (which spreads connections evenly) would be lost to whoever polls first.
-    A ``try_acquire`` in the hub comes first, so the thread is only used when
-    the mutex is actually taken by someone else.
+    Used with one worker (``solo``: no mutex), for ``none`` (every worker
+    waits, as stock gunicorn), and where the compiled extension is missing
+    (``fcntl`` and ``epoll`` from the standard library). There the mutex
+    (or the exclusive epoll) is waited for in a thread of gevent's thread
+    pool, never in the hub, which runs every connection of this worker; a
+    ``try_acquire`` in the hub comes first, so a thread is only used when
+    another worker holds the mutex. ``_ThreadAcceptor`` below is the faster
+    way when the extension is there.
     """
 
     error = None
@@ -115,7 +111,6 @@ class _Acceptor:
             if _accept.Shared.lock_path is None:
                 raise _accept.AcceptConfigError("%s=fcntl: the master made no lock file"
                                                 % _accept.ENV)
-            import os
             self.lock_fd = os.open(_accept.Shared.lock_path, os.O_RDWR | os.O_CLOEXEC)
             if _accept._sys is not None:
                 self.lock = _accept._sys.FileLock(self.lock_fd)
@@ -125,8 +120,9 @@ class _Acceptor:
             if _accept._sys is not None:
                 self.poller = _accept._sys.Epoll()
             else:
-                import select
-                self.poller = select.epoll()
+                # gevent's patched select module has no epoll
+                from gevent.monkey import get_original
+                self.poller = get_original("select", "epoll")()
             self._register()
 
     # -- the mutex ---------------------------------------------------------
@@ -309,7 +305,6 @@ class _Acceptor:
         if self.poller is not None:
             self.poller.close()
         if self.lock_fd is not None:
-            import os
             try:
                 os.close(self.lock_fd)
             except OSError:
@@ -605,6 +600,14 @@ class GeventMutexWorker(GeventWorker):
             if _has_input(client):
                 continue
             greenlet.kill(block=False)
+
+    def handle_exit(self, sig, frame):
+        # SIGTERM: as gunicorn's (alive = False), and wake the main greenlet
+        # now rather than at its next heartbeat
+        super().handle_exit(sig, frame)
+        stopping = getattr(self, "_stopping", None)
+        if stopping is not None:
+            get_hub().loop.run_callback(stopping.set)
 
     def handle_usr1(self, sig, frame):
         gevent.spawn(self._reopen_logs, sig, frame)

@@ -282,6 +282,11 @@ DIFF_CASES = {
     "expect-100-all-at-once": (b"POST /x HTTP/1.1\r\n" + H + b"Expect: 100-continue\r\n"
                                b"Content-Length: 3\r\n\r\nabc"),
     "file": b"GET /_/file?size=5000 HTTP/1.1\r\n" + H + b"\r\n",
+    "file-sendfile-1mb": b"GET /_/file?size=1048576 HTTP/1.1\r\n" + H + b"\r\n",
+    "file-no-length": b"GET /_/file?size=20000&length=0 HTTP/1.1\r\n" + H + b"\r\n",
+    "big-list-body": b"GET /_/big HTTP/1.1\r\n" + H + b"\r\n",
+    "upload-1mb": (b"POST /_/digest HTTP/1.1\r\n" + H + b"Content-Length: 1048576\r\n\r\n"
+                   + bytes(range(256)) * 4096),
     "write-callable": b"GET /_/write HTTP/1.1\r\n" + H + b"\r\n",
     "multi-headers": b"GET /_/multi-headers HTTP/1.1\r\n" + H + b"\r\n",
     "bad-request-line": b"GET /x HTTP/1.1 junk\r\n" + H + b"\r\n",

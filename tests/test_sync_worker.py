@@ -576,6 +576,39 @@ def test_hup_reload_keeps_serving(gunicorn_server, engine):
     assert srv.stop() == 0
 
 
+@pytest.mark.parametrize("listeners,engine", [(("tcp",), "auto"), (("tcp", "unix"), "auto"),
+                                              (("tcp", "unix"), "fcntl"),
+                                              (("tcp", "unix"), "epoll")],
+                         ids=["one-listener", "two-listeners", "two-listeners-fcntl",
+                              "two-listeners-epoll"])
+def test_ttou_ttin_scale_the_workers(gunicorn_server, listeners, engine):
+    """TTOU: the oldest worker leaves by itself; TTIN: one more. No WORKER TIMEOUT.
+
+    The master sends SIGTERM to a surplus worker on every turn of its loop
+    until it is gone. The worker must leave on its own; with a timeout of
+    120 s, a worker that only leaves when the master kills it for silence is
+    still there at the 30 s deadline below.
+    """
+    srv = gunicorn_server(workers=3, listeners=listeners, env={"TURBOWORKERS_ACCEPT": engine},
+                          args=["--timeout", "120"])
+    first = srv.worker_pids()
+    os.kill(srv.pid, signal.SIGTTOU)
+    deadline = time.monotonic() + 30
+    while len(srv.worker_pids()) > 2:
+        assert time.monotonic() < deadline, \
+            "the surplus worker is still there after TTOU: %s\n%s" % (srv.worker_pids(),
+                                                                        srv.log_tail())
+        time.sleep(0.05)
+    assert len(set(first) - set(srv.worker_pids())) == 1
+    os.kill(srv.pid, signal.SIGTTIN)
+    _wait_for_workers(srv, 3)
+    for i in range(6):
+        assert srv.get("/_/hello", listener=i % len(listeners)).status == 200
+    log = srv.log_text()
+    assert "WORKER TIMEOUT" not in log and "exited with code" not in log, srv.log_tail()
+    assert srv.stop() == 0
+
+
 def test_graceful_shutdown_completes_the_request_in_flight(gunicorn_server, tmp_path):
     srv = gunicorn_server(workers=1, args=["--graceful-timeout", "20"])
     marker = tmp_path / "in-flight"

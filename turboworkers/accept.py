@@ -243,10 +243,27 @@ class QueueEngine:
         self.sock.setblocking(True)
         set_recv_timeout(self.sock, wait)
         defer_accept(self.sock)
+        self.fd = self.sock.fileno()
 
     def accept(self):
         try:
-            client, addr = self.sock.accept()
+            if _sys is not None:
+                # Not socket.accept(): after a signal it calls accept4() again
+                # (PEP 475), and each call waits SO_RCVTIMEO anew. A master
+                # sends SIGTERM to a surplus worker (after TTOU) once a
+                # second, so the wait never ended, the worker never saw that
+                # it must stop, and it stayed until killed for silence.
+                got = _sys.accept_fd(self.fd)
+                if got is None:  # timed out, or a signal came: the loop decides
+                    return None
+                try:
+                    client = socket.socket(fileno=got[0])
+                except BaseException:
+                    os.close(got[0])
+                    raise
+                addr = got[1]
+            else:
+                client, addr = self.sock.accept()
         except OSError as e:
             if e.errno in _RETRY_ERRNOS:
                 return None

@@ -451,6 +451,46 @@ def test_refuses_a_mutex_accept_engine(gunicorn_server):
     assert "TURBOWORKERS_ACCEPT=sem" in str(info.value)
 
 
+def test_tls(gunicorn_server, tmp_path):
+    cert, key = servers.make_self_signed_cert(str(tmp_path))
+    if cert is None:
+        pytest.skip(key)
+    srv = gunicorn_server(name="tls", worker_class=TURBO_THREAD,
+                          args=["--threads", "2", "--certfile", cert, "--keyfile", key])
+    ctx = servers.tls_client_context(cert)
+    resp = srv.get("/_/hello", ssl_context=ctx)
+    assert resp.body == b"Hello, world!\n"
+    body = os.urandom(2 * MB)
+    out = json.loads(srv.request("POST", "/_/digest", body=body, ssl_context=ctx).body)
+    assert out == {"length": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+    resp = srv.get("/_/file?size=200000", ssl_context=ctx)
+    assert len(resp.body) == 200000
+    # keep-alive and pipelining over TLS: later requests wait decrypted in
+    # the SSL object, where epoll cannot see them
+    raw = srv.connect(timeout=20.0)
+    tls = ctx.wrap_socket(raw, server_hostname=None)
+    c = Client.__new__(Client)
+    c.host, c.sock, c.f = srv.host_header, tls, tls.makefile("rb")
+    try:
+        # several TLS records: each request carries a 7000-byte header
+        c.send(b"".join(c.get("/t%d" % i, b"X-Pad: %s\r\n" % (b"p" * 7000)) for i in range(6)))
+        for i in range(6):
+            code, _, data = c.read()
+            assert code == 200
+            env = json.loads(data)["environ"]
+            assert env["PATH_INFO"] == "/t%d" % i and env["wsgi.url_scheme"] == "https"
+        c.send(c.get("/_/hello"))
+        assert c.read()[2] == b"Hello, world!\n"
+    finally:
+        c.close()
+    # a client speaking plain HTTP to the TLS port does not hurt the worker
+    before = srv.worker_pids()
+    servers.raw_exchange(lambda: srv.connect(), [("send", b"GET / HTTP/1.1\r\n\r\n"), ("shut",)],
+                         timeout=10)
+    assert srv.get("/_/hello", ssl_context=ctx).status == 200
+    assert srv.worker_pids() == before
+
+
 # -- the same bytes as gthread ---------------------------------------------------
 
 DIFF_CASES = [

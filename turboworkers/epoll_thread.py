@@ -30,6 +30,7 @@ from datetime import datetime
 from itertools import count
 
 from gunicorn import http, util
+from gunicorn import sock as gsock
 from gunicorn.glogging import Logger
 from gunicorn.http import wsgi
 from gunicorn.http.wsgi import FileWrapper
@@ -74,7 +75,7 @@ class _Conn:
 
     __slots__ = ("sock", "fd", "addr", "listener", "server", "parser", "state",
                  "deadline", "registered", "closing", "drained", "pending", "eof",
-                 "source", "tcp")
+                 "source", "tls", "handshake")
 
     def __init__(self, sock, addr, listener, server):
         self.sock = sock
@@ -91,6 +92,8 @@ class _Conn:
         self.pending = None       # pure mode: head bytes not yet handed to gunicorn
         self.eof = False
         self.source = None
+        self.tls = False          # an SSLSocket: no recv flags, decrypted bytes may wait in it
+        self.handshake = False    # TLS: the handshake is still to be done
 
 
 class _Source:
@@ -166,9 +169,6 @@ class EpollThreadWorker(base.Worker):
         if engine not in self.ACCEPT_ENGINES:
             glue._refuse(glue.ConfigError(name, "%s=%s: use auto, epoll or none"
                                           % (_accept.ENV, engine)))
-        if self.cfg.is_ssl:
-            glue._refuse(glue.ConfigError(name, "TLS (certfile/keyfile) is not supported "
-                                          "yet; use -k gthread or a TLS proxy"))
         self._exclusive = engine != "none"
         super().init_process()
 
@@ -201,6 +201,7 @@ class EpollThreadWorker(base.Worker):
         cfg = self.cfg
         self.http = glue.HttpCore(cfg, self.log, multithread=True)
         self._accelerated = self.http.accelerated
+        self._ssl_context = gsock.ssl_context(cfg) if cfg.is_ssl else None
         if 'h2' in cfg.http_protocols:
             self.log.warning("HTTP/2 is not supported by %s; serving HTTP/1.1 only.",
                              self.__class__.__name__)
@@ -378,7 +379,9 @@ class EpollThreadWorker(base.Worker):
             except OSError:
                 pass
         conn = _Conn(sock, addr, raw, self._names[raw.fileno()])
-        if self._accelerated:
+        if self._ssl_context is not None:
+            conn.handshake = True
+        elif self._accelerated:
             conn.parser = self.http.parser(sock, addr, conn.server)
         else:
             conn.pending = b""
@@ -462,7 +465,8 @@ class EpollThreadWorker(base.Worker):
         close_graceful does, so unread bytes never turn the close into a reset."""
         sock = conn.sock
         try:
-            pending = sock.recv(1, _DONTWAIT | socket.MSG_PEEK)
+            # the kernel's buffer, below TLS if any
+            pending = socket.socket.recv(sock, 1, _DONTWAIT | socket.MSG_PEEK)
         except BlockingIOError:
             pending = b""
         except OSError:
@@ -483,7 +487,7 @@ class EpollThreadWorker(base.Worker):
         sock = conn.sock
         while conn.drained < _CLOSE_DRAIN_MAX:
             try:
-                data = sock.recv(_RECV_SIZE, _DONTWAIT)
+                data = socket.socket.recv(sock, _RECV_SIZE, _DONTWAIT)
             except BlockingIOError:
                 self._rearm(conn, max(0.0, conn.deadline - time.monotonic()))
                 return
@@ -529,6 +533,8 @@ class EpollThreadWorker(base.Worker):
             if conn is None:
                 continue
             try:
+                if conn.handshake and not self._start_tls(conn):
+                    continue
                 if conn.closing:
                     self._linger(conn)
                 elif self._accelerated:
@@ -539,17 +545,54 @@ class EpollThreadWorker(base.Worker):
                 log.exception("Error serving a connection")
                 self._close(conn)
 
+    def _start_tls(self, conn):
+        """TLS handshake, in the serving thread and blocking (bounded by the
+        time a request head may take), as gthread does it; False when the
+        connection was closed."""
+        sock = conn.sock
+        try:
+            sock.settimeout(self._request_wait)
+            tls = self._ssl_context.wrap_socket(
+                sock, server_side=True, do_handshake_on_connect=False,
+                suppress_ragged_eofs=self.cfg.suppress_ragged_eofs)
+            conn.sock = tls
+            tls.do_handshake()
+            tls.settimeout(None)
+        except (OSError, ValueError) as e:
+            self.log.debug("TLS handshake failed: %s", e)
+            self._close(conn)
+            return False
+        conn.tls = True
+        conn.handshake = False
+        if self._accelerated:
+            conn.parser = self.http.parser(tls, conn.addr, conn.server)
+        else:
+            conn.pending = b""
+        return True
+
     def _recv(self, conn):
         """What the client sent since the last read: bytes, b"" at EOF, None
         if nothing (a spurious wake-up), False if the socket failed."""
+        sock = conn.sock
         try:
-            return conn.sock.recv(_RECV_SIZE, _DONTWAIT)
-        except BlockingIOError:
+            if not conn.tls:
+                return sock.recv(_RECV_SIZE, _DONTWAIT)
+            sock.settimeout(0.0)
+            try:
+                return sock.recv(_RECV_SIZE)
+            finally:
+                sock.settimeout(None)
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
             return None
         except OSError as e:
             if e.errno not in _QUIET_ERRNOS:
                 self.log.debug("Socket error reading a request: %s", e)
             return False
+
+    @staticmethod
+    def _more_in_tls(conn):
+        # decrypted bytes waiting in the SSL object make no epoll event
+        return conn.tls and conn.sock.pending() > 0
 
     def _serve(self, conn):
         """Accelerated: feed what arrived to the push-mode parser, answer every
@@ -572,6 +615,13 @@ class EpollThreadWorker(base.Worker):
             while True:
                 environ = parser.parse()
                 if environ is None:
+                    if self._more_in_tls(conn):
+                        data = self._recv(conn)
+                        if data:
+                            parser.feed(data)
+                            continue
+                        if data is False:
+                            break
                     self._rearm(conn, self._wait_for(conn))
                     return
                 if environ is _STOP:
@@ -591,6 +641,12 @@ class EpollThreadWorker(base.Worker):
             self.log.debug("Ignored premature client disconnection. %s", e)
         except StopIteration as e:
             self.log.debug("Closing connection. %s", e)
+        except ssl.SSLError as e:
+            if e.args[0] == ssl.SSL_ERROR_EOF:
+                self.log.debug("ssl connection closed")
+            else:
+                self.log.debug("Error processing SSL request.")
+                self.handle_error(req, sock, conn.addr, e)
         except OSError as e:
             self._log_oserror(e)
         except BaseException as e:
@@ -703,23 +759,27 @@ class EpollThreadWorker(base.Worker):
     # -- pure mode: gunicorn's HTTP code --------------------------------------
 
     def _serve_pure(self, conn):
-        data = self._recv(conn)
-        if data is False:
-            self._close(conn)
-            return
-        if data is None:
-            self._rearm(conn, self._wait_for(conn))
-            return
-        if not data:
-            conn.eof = True
-            if not conn.pending:
+        while True:
+            data = self._recv(conn)
+            if data is False:
                 self._close(conn)
                 return
-        else:
-            conn.pending += data
-        if self._pure_heads and not conn.eof and not _head_complete(conn.pending):
-            self._rearm(conn, self._request_wait)
-            return
+            if data is None:
+                self._rearm(conn, self._wait_for(conn))
+                return
+            if not data:
+                conn.eof = True
+                if not conn.pending:
+                    self._close(conn)
+                    return
+            else:
+                conn.pending += data
+            if self._pure_heads and not conn.eof and not _head_complete(conn.pending):
+                if self._more_in_tls(conn):
+                    continue
+                self._rearm(conn, self._request_wait)
+                return
+            break
         if conn.source is None:
             conn.source = _Source(conn.sock)
             conn.parser = http.get_parser(self.cfg, conn.source, conn.addr)
@@ -744,6 +804,9 @@ class EpollThreadWorker(base.Worker):
                 conn.pending = left
                 if conn.eof:
                     break
+                if self._more_in_tls(conn):
+                    # the next request waits in the SSL object, not in the kernel
+                    return self._serve_pure(conn)
                 self._rearm(conn, self._wait_for(conn))
                 return
         except http.errors.NoMoreData as e:

@@ -451,6 +451,17 @@ def test_refuses_a_mutex_accept_engine(gunicorn_server):
     assert "TURBOWORKERS_ACCEPT=sem" in str(info.value)
 
 
+def test_tcp_and_unix_listeners(gunicorn_server):
+    srv = gunicorn_server(name="two-listeners", worker_class=TURBO_THREAD,
+                          listeners=("tcp", "unix"), args=["--threads", "2"])
+    for i in (0, 1):
+        resp = srv.request("POST", "/l%d" % i, body=b"x" * 1000, listener=i)
+        env = json.loads(resp.body)["environ"]
+        assert env["PATH_INFO"] == "/l%d" % i
+        assert json.loads(resp.body)["body"] == "x" * 1000
+    assert env["SERVER_NAME"] == "localhost"
+
+
 def test_tls(gunicorn_server, tmp_path):
     cert, key = servers.make_self_signed_cert(str(tmp_path))
     if cert is None:

@@ -634,7 +634,12 @@ class GeventMutexWorker(GeventWorker):
         if self._gunicorn_http:
             if self._ssl_context is not None:
                 try:
-                    client = self._ssl_context.wrap_socket(client, server_side=True)
+                    # AsyncWorker.handle does the handshake when it was not
+                    # done on connect
+                    client = self._ssl_context.wrap_socket(
+                        client, server_side=True,
+                        suppress_ragged_eofs=self.cfg.suppress_ragged_eofs,
+                        do_handshake_on_connect=self.cfg.do_handshake_on_connect)
                 except BaseException as e:
                     self.log.debug("TLS handshake failed: %s", e)
                     util.close(client)

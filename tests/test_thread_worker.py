@@ -360,19 +360,21 @@ def test_graceful_shutdown_under_load_loses_nothing(gunicorn_server, tmp_path):
     threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
     for t in threads:
         t.start()
-    deadline = time.monotonic() + 20
-    while (len(done) < 200 or not os.path.exists(marker)) and time.monotonic() < deadline:
+    deadline = time.monotonic() + 30
+    while (len(done) < 50 or not os.path.exists(marker)) and time.monotonic() < deadline:
         time.sleep(0.01)
     before = len(done)
+    in_flight = os.path.exists(marker)
     # clients finish the request they are making and stop; a sleeping
     # request is in flight while the workers are told to stop
-    os.unlink(marker)
+    if in_flight:
+        os.unlink(marker)
     stop.set()
     srv.terminate()
     for t in threads:
         t.join(30)
     assert not failures, failures
-    assert before >= 200
+    assert before >= 50 and in_flight
     assert srv.wait_exit(30) == 0
 
 

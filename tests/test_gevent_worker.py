@@ -334,6 +334,7 @@ def test_same_environ_as_stock_gevent(gevent_pair):
 # -- cooperation ----------------------------------------------------------------
 
 FETCH_APP = '''
+import os
 import urllib.request
 
 def app(environ, start_response):
@@ -344,13 +345,17 @@ def app(environ, start_response):
     else:
         body = b"quick"
     start_response("200 OK", [("Content-Type", "text/plain"),
-                              ("Content-Length", str(len(body)))])
+                              ("Content-Length", str(len(body))),
+                              ("X-Worker-Pid", str(os.getpid()))])
     return [body]
 '''
 
 
-def test_outgoing_request_is_cooperative(gunicorn_server, tmp_path):
-    """One worker: while a request waits for an outgoing HTTP call, others are served."""
+@pytest.mark.parametrize("workers", [1, 2])
+def test_outgoing_request_is_cooperative(gunicorn_server, tmp_path, workers):
+    """While a request waits for an outgoing HTTP call, its worker serves
+    others: with one worker (no mutex), and with two, where the busy worker
+    still takes its turn of the accept mutex."""
     release = threading.Event()
     arrived = threading.Event()
 
@@ -372,7 +377,7 @@ def test_outgoing_request_is_cooperative(gunicorn_server, tmp_path):
     appdir = tmp_path / "app"
     appdir.mkdir()
     (appdir / "fetch_app.py").write_text(FETCH_APP)
-    srv = gunicorn_server(name="gevent-fetch", worker_class=GEVENT, workers=1,
+    srv = gunicorn_server(name="gevent-fetch", worker_class=GEVENT, workers=workers,
                           app="fetch_app:app", pythonpath=str(appdir), args=COMMON_ARGS)
     result = {}
 
@@ -381,19 +386,24 @@ def test_outgoing_request_is_cooperative(gunicorn_server, tmp_path):
 
     client = threading.Thread(target=fetch)
     client.start()
+    quick_pids = []
     try:
         assert arrived.wait(20), srv.log_tail()
-        # the only worker is inside the outgoing call: these must still be served
-        for _ in range(5):
+        for _ in range(10):
             resp = srv.get("/quick")
             assert resp.status == 200 and resp.body == b"quick"
+            quick_pids.append(servers.header(resp, "X-Worker-Pid")[0])
         assert "resp" not in result
     finally:
         release.set()
         client.join(30)
         backend.shutdown()
         backend.server_close()
-    assert result["resp"].status == 200 and result["resp"].body == b"fetched:done"
+    resp = result["resp"]
+    assert resp.status == 200 and resp.body == b"fetched:done"
+    # the worker inside the outgoing call served some of the quick requests
+    busy = servers.header(resp, "X-Worker-Pid")[0]
+    assert busy in quick_pids, (busy, quick_pids)
 
 
 def test_slow_clients_do_not_stop_others(gunicorn_server):

@@ -1,5 +1,10 @@
-"""What every turbo worker shares: the choice of HTTP code and the start checks."""
+"""What every turbo worker shares: the choice of HTTP code, the start checks,
+and calling the application."""
 import sys
+from datetime import datetime
+
+from gunicorn.glogging import Logger
+from gunicorn.http.wsgi import FileWrapper
 
 from turboworkers import _ext
 
@@ -111,3 +116,36 @@ class HttpCore:
         return self._response_mod.Response(client, req.version, req.method, req.should_close(),
                                            cfg_sendfile=self._sendfile, is_ssl=self._is_ssl,
                                            uwsgi=self._uwsgi)
+
+
+def access_log_wanted(log):
+    """Whether log.access() must be called for each request.
+
+    gunicorn's Logger.access() does nothing without an access log, but another
+    logger class (statsd's, a user's) may act on every request.
+    """
+    return log.access_log_enabled or type(log).access is not Logger.access
+
+
+def run_app(worker, req, environ, resp, request_start):
+    """Call the application and write what it returns, as gunicorn's workers
+    do; the access log is written (when ``request_start`` is set) and the
+    iterable's close() called, also after an error."""
+    respiter = worker.wsgi(environ, resp.start_response)
+    try:
+        if isinstance(respiter, FileWrapper):
+            resp.write_file(respiter)
+            # ends a chunked body (a file without Content-Length)
+            resp.close()
+        elif type(respiter) is list or type(respiter) is tuple:
+            # everything at hand: the head and the body in one send
+            resp.write_list(respiter)
+        else:
+            for item in respiter:
+                resp.write(item)
+            resp.close()
+    finally:
+        if request_start is not None:
+            worker.log.access(resp, req, environ, datetime.now() - request_start)
+        if hasattr(respiter, "close"):
+            respiter.close()

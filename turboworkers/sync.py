@@ -10,8 +10,6 @@ import sys
 from datetime import datetime
 
 from gunicorn import http, sock, util
-from gunicorn.glogging import Logger
-from gunicorn.http.wsgi import FileWrapper
 from gunicorn.workers.sync import SyncWorker
 
 from turboworkers import accept as _accept
@@ -50,10 +48,7 @@ class SyncMutexWorker(SyncWorker):
         # read once: each gunicorn setting lookup is a few Python calls
         self._pre_request = self.cfg.pre_request
         self._post_request = self.cfg.post_request
-        # gunicorn's Logger.access() does nothing without an access log, but
-        # another logger class (statsd's, a user's) may act on every request
-        self._access_log = (self.log.access_log_enabled
-                            or type(self.log).access is not Logger.access)
+        self._access_log = glue.access_log_wanted(self.log)
         self._listener_names = {}
         wait = _accept.idle_wait(self.timeout)
         acceptor = _accept.make_engine(self.accept_engine, self.sockets, wait,
@@ -145,23 +140,7 @@ class SyncMutexWorker(SyncWorker):
             if self.nr >= self.max_requests:
                 self.log.info("Autorestarting worker after current request.")
                 self.alive = False
-            respiter = self.wsgi(environ, resp.start_response)
-            try:
-                if isinstance(respiter, FileWrapper):
-                    resp.write_file(respiter)
-                    # ends a chunked body (file without Content-Length)
-                    resp.close()
-                elif type(respiter) is list or type(respiter) is tuple:
-                    resp.write_list(respiter)
-                else:
-                    for item in respiter:
-                        resp.write(item)
-                    resp.close()
-            finally:
-                if request_start is not None:
-                    self.log.access(resp, req, environ, datetime.now() - request_start)
-                if hasattr(respiter, "close"):
-                    respiter.close()
+            glue.run_app(self, req, environ, resp, request_start)
         except OSError:
             util.reraise(*sys.exc_info())
         except (Exception, SystemExit):

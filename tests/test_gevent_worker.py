@@ -590,3 +590,50 @@ def test_without_compiled_accept_module(gunicorn_server, tmp_path, engine):
     expected = "fcntl" if engine == "sem" else "epoll"
     assert text.count("turboworkers: accept engine %s\n" % expected) == 2, text
     assert "Traceback" not in text, srv.log_tail()
+
+
+HOOKS_CONFIG = '''
+import os
+
+def _note(line):
+    with open(os.environ["TW_HOOK_LOG"], "a") as f:
+        f.write(line + "\\n")
+
+def pre_request(worker, req):
+    _note("pre %s %s" % (req.method, req.path))
+
+def post_request(worker, req, environ, resp):
+    _note("post %s %s %s" % (req.method, req.path, getattr(resp, "status_code", None)))
+
+accesslog = os.environ["TW_ACCESS_LOG"]
+access_log_format = '%(r)s %(s)s %(b)s'
+'''
+
+
+def test_hooks_and_access_log(gunicorn_server, tmp_path):
+    hooks, access = tmp_path / "hooks.log", tmp_path / "access.log"
+    srv = gunicorn_server(name="gevent-hooks", worker_class=GEVENT, workers=2,
+                          config=HOOKS_CONFIG, args=COMMON_ARGS,
+                          env={"TW_HOOK_LOG": str(hooks), "TW_ACCESS_LOG": str(access)})
+    conn = _connection(srv)
+    try:
+        for path in ("/_/hello", "/_/status?code=404"):
+            conn.request("GET", path)
+            conn.getresponse().read()
+    finally:
+        conn.close()
+    assert srv.get("/_/raise-before").status == 500
+    expected_hooks = ["pre GET /_/hello", "post GET /_/hello 200",
+                      "pre GET /_/status", "post GET /_/status 404",
+                      "pre GET /_/raise-before", "post GET /_/raise-before None"]
+    expected_access = ["GET /_/hello HTTP/1.1 200 14", "GET /_/status?code=404 HTTP/1.1 404"]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if (hooks.exists() and len(hooks.read_text().splitlines()) >= len(expected_hooks)
+                and access.exists() and len(access.read_text().splitlines()) >= 2):
+            break
+        time.sleep(0.02)
+    assert hooks.read_text().splitlines() == expected_hooks
+    lines = access.read_text().splitlines()
+    assert lines[0] == expected_access[0]
+    assert lines[1].startswith(expected_access[1]), lines

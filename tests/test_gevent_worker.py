@@ -626,14 +626,17 @@ def test_hooks_and_access_log(gunicorn_server, tmp_path):
     expected_hooks = ["pre GET /_/hello", "post GET /_/hello 200",
                       "pre GET /_/status", "post GET /_/status 404",
                       "pre GET /_/raise-before", "post GET /_/raise-before None"]
-    expected_access = ["GET /_/hello HTTP/1.1 200 14", "GET /_/status?code=404 HTTP/1.1 404"]
+    # the error page gets its access log line too (gunicorn's handle_error)
+    expected_access = ["GET /_/hello HTTP/1.1 200 14", "GET /_/raise-before HTTP/1.1 500",
+                       "GET /_/status?code=404 HTTP/1.1 404"]
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         if (hooks.exists() and len(hooks.read_text().splitlines()) >= len(expected_hooks)
-                and access.exists() and len(access.read_text().splitlines()) >= 2):
+                and access.exists() and len(access.read_text().splitlines()) >= 3):
             break
         time.sleep(0.02)
-    assert hooks.read_text().splitlines() == expected_hooks
-    lines = access.read_text().splitlines()
-    assert lines[0] == expected_access[0]
-    assert lines[1].startswith(expected_access[1]), lines
+    # a post_request hook may run after the client already sent its next request
+    assert sorted(hooks.read_text().splitlines()) == sorted(expected_hooks)
+    lines = sorted(access.read_text().splitlines())
+    assert len(lines) == 3 and lines[0] == expected_access[0], lines
+    assert all(line.startswith(prefix) for line, prefix in zip(lines, expected_access)), lines

@@ -232,6 +232,7 @@ class EpollThreadWorker(base.Worker):
         self._accepting = False
         self._exiting = False
         self._stopping = False
+        self._sealed = False
 
         self._ep = select.epoll()
         self._listeners = {}
@@ -341,9 +342,15 @@ class EpollThreadWorker(base.Worker):
             for conn in self._conns.values():
                 if conn.state == _IDLE and not self._has_partial(conn):
                     conn.deadline = min(conn.deadline, linger)
-        while self._nconns > 0:
+        while True:
+            with self._lock:
+                if self._nconns == 0:
+                    self._sealed = True
+                    break
             now = time.monotonic()
             if now >= end:
+                with self._lock:
+                    self._sealed = True
                 break
             self._beat()
             self._expire(now)
@@ -365,27 +372,21 @@ class EpollThreadWorker(base.Worker):
     # -- connections ----------------------------------------------------------
 
     def _accept(self, raw):
-        try:
-            sock, addr = raw.accept()
-        except OSError as e:
-            if e.errno in _RETRY_ERRNOS:
-                return None
-            raise
-        sock.setblocking(True)
-        tcp = sock.family in (socket.AF_INET, socket.AF_INET6)
-        if tcp:
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
-        conn = _Conn(sock, addr, raw, self._names[raw.fileno()])
-        if self._ssl_context is not None:
-            conn.handshake = True
-        elif self._accelerated:
-            conn.parser = self.http.parser(sock, addr, conn.server)
-        else:
-            conn.pending = b""
+        # The accept and the count are one step under the lock: a stopping
+        # worker that found no connection left seals itself, and a thread
+        # that still held a listener's event accepts nothing after that
+        # (the connection stays in the shared backlog for another process,
+        # instead of being reset when this one exits).
         with self._lock:
+            if self._sealed:
+                return None
+            try:
+                sock, addr = raw.accept()
+            except OSError as e:
+                if e.errno in _RETRY_ERRNOS:
+                    return None
+                raise
+            conn = _Conn(sock, addr, raw, self._names[raw.fileno()])
             self._conns[conn.fd] = conn
             self._nconns += 1
             self._busy += 1
@@ -396,6 +397,18 @@ class EpollThreadWorker(base.Worker):
                                "accepting paused", self._nconns)
             elif self._accepted % self._rotate == 0:
                 self._rotate_listeners()
+        sock.setblocking(True)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        if self._ssl_context is not None:
+            conn.handshake = True
+        elif self._accelerated:
+            conn.parser = self.http.parser(sock, addr, conn.server)
+        else:
+            conn.pending = b""
         return conn
 
     def _accept_more(self, raw):

@@ -8,7 +8,7 @@ PORT   ?= 8000
 WORKER ?= turboworkers.SyncMutexWorker
 PYTEST_ARGS ?=
 
-.PHONY: run test test-accelerated test-pure build venv bench bench-quick clean
+.PHONY: run test test-accelerated test-pure build venv bench bench-quick clean fuzz
 
 # The virtualenv is remade when the project's dependencies change.
 $(VENV)/.installed: pyproject.toml setup.py
@@ -58,3 +58,11 @@ bench-quick:
 
 clean:
 	rm -rf build turboworkers/*.so cext/*.c *.egg-info
+
+# The differential fuzzer of the parser (tests/fuzz_parser.py, atheris; its
+# random-mutation loop where atheris is missing) for FUZZ_SECONDS over
+# fuzz/corpus/, new corpus entries kept there, a failing input saved in fuzz/.
+FUZZ_SECONDS ?= 600
+fuzz: build
+	FUZZ_SECONDS=$(FUZZ_SECONDS) $(PY) tests/fuzz_parser.py fuzz/corpus \
+		-max_total_time=$(FUZZ_SECONDS) -timeout=10 -max_len=4100 -artifact_prefix=fuzz/

@@ -34,7 +34,13 @@ Run: ``python tests/fuzz_parser.py [libFuzzer flags] CORPUS_DIR...`` (atheris),
 or ``python tests/fuzz_parser.py --fallback SECONDS CORPUS_DIR...`` (a seeded
 random-mutation loop with the same checks, for where atheris is missing;
 ``FUZZ_SEED`` replays one). ``--write-seeds DIR`` writes the seed corpus.
-At the end a line ``fuzz_parser: N executions ...`` is printed.
+At the end libFuzzer prints ``Done N runs in S second(s)``, the fallback loop
+``fuzz_parser: N executions ...``.
+
+Coverage feedback comes from gunicorn's Python parser and the oracle module
+(instrumented by atheris): the compiled parser is not built with libFuzzer's
+instrumentation, so an input is kept when it takes a new path through the
+reference, not through ours.
 """
 import os
 import random

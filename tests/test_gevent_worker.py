@@ -640,3 +640,41 @@ def test_hooks_and_access_log(gunicorn_server, tmp_path):
     lines = sorted(access.read_text().splitlines())
     assert len(lines) == 3 and lines[0] == expected_access[0], lines
     assert all(line.startswith(prefix) for line, prefix in zip(lines, expected_access)), lines
+
+
+def _new_workers(srv, count, exclude, timeout=30):
+    deadline = time.monotonic() + timeout
+    while True:
+        pids = [p for p in srv.worker_pids() if p not in exclude]
+        if len(pids) >= count:
+            return pids
+        assert time.monotonic() < deadline, "no %d new workers\n%s" % (count, srv.log_tail())
+        time.sleep(0.02)
+
+
+def test_sigkill_and_hup_with_two_listeners(gunicorn_server):
+    """SIGKILL each idle worker in turn (one of them holds the semaphore while
+    it waits for the listeners), then SIGHUP: connections on both listeners
+    keep being served, and the master stops cleanly."""
+    srv = gunicorn_server(name="gevent-faults", worker_class=GEVENT, workers=2,
+                          listeners=("tcp", "unix"), args=COMMON_ARGS)
+    for victim in srv.worker_pids():
+        os.kill(victim, signal.SIGKILL)
+        _new_workers(srv, 2, exclude=(victim,))
+        for i in range(10):
+            resp = srv.get("/_/pid", listener=i % 2, timeout=20)
+            assert resp.status == 200 and int(resp.body) != victim
+    old = srv.worker_pids()
+    os.kill(srv.pid, signal.SIGHUP)
+    new = _new_workers(srv, 2, exclude=old)
+    deadline = time.monotonic() + 20
+    while set(srv.worker_pids()) & set(old):
+        assert time.monotonic() < deadline, "old workers still alive after HUP"
+        time.sleep(0.02)
+    served = set()
+    for i in range(10):
+        resp = srv.get("/_/pid", listener=i % 2, timeout=20)
+        assert resp.status == 200 and int(resp.body) in new
+        served.add(int(resp.body))
+    assert len(served) == 2, served
+    assert srv.stop() == 0, srv.log_tail()

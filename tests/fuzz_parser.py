@@ -72,6 +72,7 @@ else:
     import gunicorn_oracle as oracle
 
 import corpus  # noqa: E402
+import gunicorn.http.errors  # noqa: E402
 from turboworkers import _ext  # noqa: E402
 
 if _ext.MODE != "accelerated":
@@ -147,9 +148,14 @@ STATS = {"executions": 0, "refusal differences": 0, "gunicorn raised outside its
 _SEEN = set()
 
 
+#: the names gunicorn_oracle.describe_error gives gunicorn.http.errors classes
+HTTP_ERRORS = frozenset(name for name, obj in vars(gunicorn.http.errors).items()
+                        if isinstance(obj, type) and issubclass(obj, BaseException))
+
+
 def _foreign(error):
-    """True when a described error is not one of gunicorn's classes."""
-    return error is not None and "." in error[0]
+    """True when a described error is not a gunicorn.http.errors class."""
+    return error is not None and error[0] not in HTTP_ERRORS
 
 
 def _note(kind, text):

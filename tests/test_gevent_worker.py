@@ -678,3 +678,68 @@ def test_sigkill_and_hup_with_two_listeners(gunicorn_server):
         served.add(int(resp.body))
     assert len(served) == 2, served
     assert srv.stop() == 0, srv.log_tail()
+
+
+SPIN_APP = '''
+import os
+import time
+
+def app(environ, start_response):
+    q = dict(p.split("=", 1) for p in environ["QUERY_STRING"].split("&") if "=" in p)
+    if environ["PATH_INFO"] == "/spin":
+        # CPU-bound without a single cooperative call: the hub is stuck
+        open(q["start"], "w").close()
+        end = time.monotonic() + float(q["s"])
+        while time.monotonic() < end:
+            pass
+        open(q["done"], "w").close()
+    body = str(os.getpid()).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"),
+                              ("Content-Length", str(len(body)))])
+    return [body]
+'''
+
+
+def test_stuck_worker_does_not_hoard_connections(gunicorn_server, tmp_path):
+    """A worker whose hub is stuck in CPU-bound code keeps at most one batch
+    of new connections: the others go to the worker that can serve them."""
+    appdir = tmp_path / "app"
+    appdir.mkdir()
+    (appdir / "spin_app.py").write_text(SPIN_APP)
+    srv = gunicorn_server(name="gevent-spin", worker_class=GEVENT, workers=2,
+                          app="spin_app:app", pythonpath=str(appdir), args=COMMON_ARGS)
+    start, done = tmp_path / "start", tmp_path / "done"
+    result = {}
+
+    def spin():
+        result["spin"] = srv.get("/spin?s=3&start=%s&done=%s" % (start, done), timeout=60)
+
+    spinner = threading.Thread(target=spin)
+    spinner.start()
+    deadline = time.monotonic() + 20
+    while not start.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert start.exists(), srv.log_tail()
+    quick = []
+
+    def one():
+        sent_during_spin = not done.exists()
+        resp = srv.get("/quick", timeout=60)
+        quick.append((sent_during_spin, resp.status, resp.body))
+
+    clients = []
+    for _ in range(20):
+        t = threading.Thread(target=one)
+        t.start()
+        clients.append(t)
+        time.sleep(0.03)
+    for t in clients + [spinner]:
+        t.join(60)
+    busy = result["spin"].body
+    assert result["spin"].status == 200
+    assert all(status == 200 for _, status, _ in quick), quick
+    during = [body for sent, _, body in quick if sent]
+    hoarded = [body for body in during if body == busy]
+    assert len(during) >= 10, "the spin ended too early to tell: %r" % (quick,)
+    assert len(hoarded) <= 4, "%d of %d requests sent during the spin waited for it" % (
+        len(hoarded), len(during))

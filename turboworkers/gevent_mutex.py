@@ -411,10 +411,16 @@ class _ThreadAcceptor:
                     continue
                 got = []
                 pause = False
+                busy = False
                 try:
                     if not (self.running and worker.alive):
                         break
-                    for fd in self.poller.wait(self.wait):
+                    # The hub has not taken the last batch yet: it is stuck
+                    # (in CPU-bound code, say). Pass the turn on, so that a
+                    # busy worker does not hoard connections the others
+                    # could serve now.
+                    busy = bool(ready)
+                    for fd in ([] if busy else self.poller.wait(self.wait)):
                         while len(got) < limit:
                             try:
                                 conn = accept_fd(fd, True)
@@ -427,6 +433,9 @@ class _ThreadAcceptor:
                             got.append((fd, conn[0], conn[1]))
                 finally:
                     self._give_back()
+                if busy:
+                    self._sleep(SHED_POLL)
+                    continue
                 if got:
                     ready.extend(got)
                     self.async_.send()

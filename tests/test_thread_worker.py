@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import socket
 import threading
 import time
@@ -475,6 +476,47 @@ def test_max_requests_under_load_fails_no_request(gunicorn_server):
     assert not failures, failures
     # 60 requests, at most 15 per worker life: workers were replaced
     assert pids - first
+
+
+def test_hup_under_load_fails_no_request(gunicorn_server):
+    srv = gunicorn_server(name="hup", worker_class=TURBO_THREAD, workers=2,
+                          args=["--threads", "4"])
+    old = set(srv.worker_pids())
+    stop = threading.Event()
+    failures = []
+    served = []
+
+    def client():
+        while not stop.is_set():
+            try:
+                resp = srv.get("/_/pid")
+                if resp.status != 200:
+                    failures.append(resp.status)
+                served.append(int(resp.body))
+            except Exception as e:
+                failures.append(repr(e))
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        deadline = time.monotonic() + 20
+        while len(served) < 20 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(srv.pid, signal.SIGHUP)
+        # until the old workers are gone and new ones answered
+        while time.monotonic() < deadline + 20:
+            pids = set(srv.worker_pids())
+            if pids and not pids & old and set(served[-10:]) - old:
+                break
+            time.sleep(0.02)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert not failures, failures
+    assert not set(srv.worker_pids()) & old
+    assert set(served) - old
 
 
 def test_refuses_a_mutex_accept_engine(gunicorn_server):

@@ -426,6 +426,10 @@ class EpollThreadWorker(base.Worker):
             self._rearm(conn, self._request_wait)
 
     def _claim(self, fd):
+        # An event can be stale: its connection was closed meanwhile and the
+        # fd number given to a new one. The new connection is then busy (the
+        # event is dropped) or armed, and the thread finds nothing to read
+        # and re-arms it: a spurious wake-up, never a connection served twice.
         with self._lock:
             conn = self._conns.get(fd)
             if conn is None or conn.state != _IDLE:

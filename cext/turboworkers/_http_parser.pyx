@@ -90,6 +90,7 @@ cdef bytes _B_TRUE = b"1"
 cdef unsigned char TOKEN_CHARS[256]
 cdef unsigned char VALUE_BAD[256]     # RFC 9110 5.5: controls but HTAB, and DEL
 cdef unsigned char HEXVAL[256]        # 0xFF: not a hex digit
+cdef unsigned char UPNAME[256]        # upper-case form of a token character, 0 for others
 
 cdef void _init_tables():
     cdef int c
@@ -97,8 +98,11 @@ cdef void _init_tables():
         TOKEN_CHARS[c] = 0
         VALUE_BAD[c] = 1 if ((c < 0x20 and c != 0x09) or c == 0x7f) else 0
         HEXVAL[c] = 0xFF
+    for c in range(256):
+        UPNAME[c] = 0
     for c in b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ":
         TOKEN_CHARS[c] = 1
+        UPNAME[c] = c - 32 if 97 <= c <= 122 else c
     for c in range(10):
         HEXVAL[48 + c] = c
     for c in range(6):
@@ -129,11 +133,21 @@ cdef inline str _latin1(const char *p, Py_ssize_t n):
     return PyUnicode_DecodeLatin1(p, n, NULL)
 
 
-cdef inline bint _word_has_ctl(const char *p) nogil:
+cdef inline str _ascii(const char *p, Py_ssize_t n):
+    # bytes known to be ASCII: no scan for the widest character
+    cdef object s = PyUnicode_New(n, 127)
+    if n:
+        memcpy(PyUnicode_DATA(s), p, n)
+    return <str>s
+
+
+cdef inline bint _word_has_ctl(const char *p, uint64_t *high) noexcept nogil:
     # Whether any of these 8 bytes is below 0x20 or is 0x7F (exact, by the
-    # usual has-less-than and has-zero word tricks).
+    # usual has-less-than and has-zero word tricks); their high bits are
+    # added to *high, which tells whether a value is ASCII.
     cdef uint64_t w
     memcpy(&w, p, 8)
+    high[0] |= w
     cdef uint64_t d = w ^ 0x7F7F7F7F7F7F7F7FULL
     return (((w - 0x2020202020202020ULL) & ~w) |
             ((d - 0x0101010101010101ULL) & ~d)) & 0x8080808080808080ULL != 0
@@ -472,7 +486,10 @@ cdef class RequestParser:
         # what every request of this connection has in common, in a dict
         # sized for a whole request: its copies never need to grow
         base = _PyDict_NewPresized(ENVIRON_SIZE)
-        PyDict_Update(base, config.base_environ)
+        # item by item: dict.update() into an empty dict would replace the
+        # large table with a copy of the small one
+        for k, v in config.base_environ.items():
+            base[k] = v
         base[K_SOCKET] = sock
         base[K_REMOTE_ADDR] = self.remote_addr_str
         if self.remote_port_str is not None:
@@ -825,7 +842,9 @@ cdef class RequestParser:
         cdef Py_ssize_t kept = 0
         cdef bint seen_host = False, seen_ctype = False, scheme_set = False
         cdef bint underscore, found
-        cdef Py_ssize_t bad
+        cdef Py_ssize_t bad, lim
+        cdef uint64_t high
+        cdef unsigned char u, und
         cdef char upname[NAME_BUF]
         cdef object key, value, old
         cdef char *kp
@@ -854,15 +873,22 @@ cdef class RequestParser:
             # the name: token characters up to the colon
             # the name: token characters up to the colon; the upper-case form
             # of a short name is kept for the lookups below
-            underscore = False
+            und = 0
             i = a
-            while i < h_end and TOKEN_CHARS[<unsigned char>p[i]]:
-                c = <unsigned char>p[i]
-                if c == 95:
-                    underscore = True
-                if i - a < NAME_BUF:
-                    upname[i - a] = c - 32 if 97 <= c <= 122 else c
+            lim = a + NAME_BUF if h_end - a > NAME_BUF else h_end
+            while i < lim:
+                u = UPNAME[<unsigned char>p[i]]
+                if u == 0:
+                    break
+                upname[i - a] = u
+                und |= u == 95
                 i += 1
+            if i == lim:
+                # a long name: only checked, not kept
+                while i < h_end and UPNAME[<unsigned char>p[i]]:
+                    und |= p[i] == b'_'
+                    i += 1
+            underscore = und != 0
             if i == a or i >= h_end or p[i] != b':':
                 _bad_header_line(p, a, _line_end(p, a, h_end))
             colon = i
@@ -870,14 +896,16 @@ cdef class RequestParser:
             # the value, up to CRLF: whole words at a time while no byte can
             # be a control character; note the first forbidden byte
             bad = -1
+            high = 0
             j = colon + 1
             while True:
-                while j + 8 <= h_end and not _word_has_ctl(p + j):
+                while j + 8 <= h_end and not _word_has_ctl(p + j, &high):
                     j += 8
                 if j >= h_end:
                     b = h_end
                     break
                 c = <unsigned char>p[j]
+                high |= c
                 if VALUE_BAD[c]:
                     if c == 13 and j + 1 < h_end and p[j + 1] == b'\n':
                         b = j
@@ -903,12 +931,13 @@ cdef class RequestParser:
             for k in range(_KNOWN_FIRST[n] if n < 64 else _NKNOWN, _NKNOWN):
                 if _KNOWN_LEN[k] != n:
                     break
-                if memcmp(upname, _KNOWN_NAME[k], n) == 0:
+                if (_KNOWN_NAME[k][0] == upname[0] and _KNOWN_NAME[k][n - 1] == upname[n - 1]
+                        and memcmp(upname, _KNOWN_NAME[k], n) == 0):
                     kind = _KNOWN_KIND[k]
                     if _KNOWN_KEY[k] != NULL:
                         key = <object>_KNOWN_KEY[k]
                     break
-            value = _latin1(p + vs, ve - vs)
+            value = _ascii(p + vs, ve - vs) if not (high & 0x8080808080808080ULL) else _latin1(p + vs, ve - vs)
 
             # gunicorn HeaderPolicy, in its order
             if kind == H_HOST:
@@ -977,9 +1006,10 @@ cdef class RequestParser:
                 framing.append((True, value))
             elif kind == H_CONNECTION:
                 if req.conn_state == CONN_NONE:
-                    lv = (<str>value).lower()
-                    req.conn_state = (CONN_CLOSE if lv == "close" else
-                                      CONN_KEEPALIVE if lv == "keep-alive" else CONN_OTHER)
+                    # gunicorn: value.lower() == "close" / "keep-alive"
+                    req.conn_state = (CONN_CLOSE if _ci_equal(p + vs, ve - vs, "CLOSE", 5) else
+                                      CONN_KEEPALIVE if _ci_equal(p + vs, ve - vs, "KEEP-ALIVE", 10)
+                                      else CONN_OTHER)
             if key is None:
                 key = PyUnicode_New(5 + n, 127)
                 kp = <char *>PyUnicode_DATA(key)

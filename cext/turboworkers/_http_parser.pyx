@@ -775,7 +775,7 @@ cdef class RequestParser:
                 raise InvalidRequestLine(_latin1(p + s, rl_end - s))
         if a == b:
             raise InvalidRequestLine(_latin1(p + s, rl_end - s))
-        uri = _latin1(p + a, b - a)
+        uri = _ascii(p + a, b - a)
         req.uri = uri
         if p[a] == b'/':
             # origin-form: what urllib.parse.urlsplit yields, without it
@@ -783,17 +783,17 @@ cdef class RequestParser:
             hit = <const char *>memchr(p + a, c'#', b - a)
             if hit != NULL:
                 j = hit - p
-                fragment = _latin1(p + j + 1, b - j - 1)
+                fragment = _ascii(p + j + 1, b - j - 1)
             else:
                 fragment = _EMPTY
             hit = <const char *>memchr(p + a, c'?', j - a)
             if hit != NULL:
                 i = hit - p
-                query = _latin1(p + i + 1, j - i - 1)
-                path = _latin1(p + a, i - a)
+                query = _ascii(p + i + 1, j - i - 1)
+                path = _ascii(p + a, i - a)
             else:
                 query = _EMPTY
-                path = uri if j == b else _latin1(p + a, j - a)
+                path = uri if j == b else _ascii(p + a, j - a)
         else:
             if (b - a == 1 and p[a] == b'*') and method != "OPTIONS":
                 raise InvalidRequestLine(_latin1(p + s, rl_end - s))

@@ -31,9 +31,7 @@ from itertools import count
 
 from gunicorn import http, util
 from gunicorn import sock as gsock
-from gunicorn.glogging import Logger
 from gunicorn.http import wsgi
-from gunicorn.http.wsgi import FileWrapper
 from gunicorn.workers import base
 
 from turboworkers import accept as _accept
@@ -207,10 +205,7 @@ class EpollThreadWorker(base.Worker):
                              self.__class__.__name__)
         self._pre_request = cfg.pre_request
         self._post_request = cfg.post_request
-        # gunicorn's Logger.access() does nothing without an access log, but
-        # another logger class (statsd's, a user's) acts on every request
-        self._access_log = (self.log.access_log_enabled
-                            or type(self.log).access is not Logger.access)
+        self._access_log = glue.access_log_wanted(self.log)
         self._keepalive = cfg.keepalive
         self._keepalive_on = bool(cfg.keepalive)
         # a client in the middle of its head gets this long between pieces
@@ -740,22 +735,7 @@ class EpollThreadWorker(base.Worker):
             environ["wsgi.early_hints"] = resp.send_early_hints
             if self._count_request() or self._must_close():
                 resp.force_close()
-            respiter = self.wsgi(environ, resp.start_response)
-            try:
-                if isinstance(respiter, FileWrapper):
-                    resp.write_file(respiter)
-                    resp.close()
-                elif type(respiter) is list or type(respiter) is tuple:
-                    resp.write_list(respiter)
-                else:
-                    for item in respiter:
-                        resp.write(item)
-                    resp.close()
-            finally:
-                if request_start is not None:
-                    self.log.access(resp, req, environ, datetime.now() - request_start)
-                if hasattr(respiter, "close"):
-                    respiter.close()
+            glue.run_app(self, req, environ, resp, request_start)
             if resp.should_close():
                 self.log.debug("Closing connection.")
                 return False

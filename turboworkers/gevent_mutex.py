@@ -39,7 +39,6 @@ import gevent.pool
 from gevent.hub import Waiter, get_hub
 
 from gunicorn import http, util
-from gunicorn.http.wsgi import FileWrapper
 from gunicorn.sock import ssl_context
 from gunicorn.workers import base
 from gunicorn.workers.ggevent import GeventWorker
@@ -766,20 +765,7 @@ class GeventMutexWorker(GeventWorker):
             respiter = self.wsgi(environ, resp.start_response)
             if self.is_already_handled(respiter):
                 return False
-            try:
-                if isinstance(respiter, FileWrapper):
-                    resp.write_file(respiter)
-                    resp.close()
-                elif type(respiter) is list or type(respiter) is tuple:
-                    resp.write_list(respiter)
-                else:
-                    for item in respiter:
-                        resp.write(item)
-                    resp.close()
-            finally:
-                self.log.access(resp, req, environ, datetime.now() - request_start)
-                if hasattr(respiter, "close"):
-                    respiter.close()
+            glue.write_answer(self, req, environ, resp, respiter, request_start)
             if resp.should_close():
                 self.log.debug("Closing connection. ")
                 return False

@@ -131,7 +131,12 @@ def run_app(worker, req, environ, resp, request_start):
     """Call the application and write what it returns, as gunicorn's workers
     do; the access log is written (when ``request_start`` is set) and the
     iterable's close() called, also after an error."""
-    respiter = worker.wsgi(environ, resp.start_response)
+    write_answer(worker, req, environ, resp, worker.wsgi(environ, resp.start_response),
+                 request_start)
+
+
+def write_answer(worker, req, environ, resp, respiter, request_start):
+    """Write what the application returned (see ``run_app``)."""
     try:
         if isinstance(respiter, FileWrapper):
             resp.write_file(respiter)

@@ -702,14 +702,7 @@ class EpollThreadWorker(base.Worker):
         return self._keepalive if self._keepalive_on else self._request_wait
 
     def _log_oserror(self, e):
-        if e.errno not in _QUIET_ERRNOS:
-            self.log.exception("Socket error processing request.")
-        elif e.errno == errno.ECONNRESET:
-            self.log.debug("Ignoring connection reset")
-        elif e.errno == errno.ENOTCONN:
-            self.log.debug("Ignoring socket not connected")
-        else:
-            self.log.debug("Ignoring connection epipe")
+        glue.log_socket_error(self.log, e, "Ignoring connection epipe")
 
     def _must_close(self):
         return (not self.alive or not self._keepalive_on

@@ -711,14 +711,8 @@ class GeventMutexWorker(GeventWorker):
                 else:
                     self.log.debug("Error processing SSL request.")
                     self.handle_error(req, client, addr, e)
-            elif e.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
-                self.log.exception("Socket error processing request.")
-            elif e.errno == errno.ECONNRESET:
-                self.log.debug("Ignoring connection reset")
-            elif e.errno == errno.ENOTCONN:
-                self.log.debug("Ignoring socket not connected")
             else:
-                self.log.debug("Ignoring EPIPE")
+                glue.log_socket_error(self.log, e)
         except BaseException as e:
             self.handle_error(req, client, addr, e)
         finally:

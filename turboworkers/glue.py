@@ -1,5 +1,6 @@
 """What every turbo worker shares: the choice of HTTP code, the start checks,
 and calling the application."""
+import errno
 import sys
 from datetime import datetime
 
@@ -154,3 +155,17 @@ def write_answer(worker, req, environ, resp, respiter, request_start):
             worker.log.access(resp, req, environ, datetime.now() - request_start)
         if hasattr(respiter, "close"):
             respiter.close()
+
+
+def log_socket_error(log, e, epipe_message="Ignoring EPIPE"):
+    """What gunicorn's workers log for an OSError on a client connection:
+    a broken or reset connection quietly, anything else with its traceback.
+    (gthread words the EPIPE line differently: ``epipe_message``.)"""
+    if e.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
+        log.exception("Socket error processing request.")
+    elif e.errno == errno.ECONNRESET:
+        log.debug("Ignoring connection reset")
+    elif e.errno == errno.ENOTCONN:
+        log.debug("Ignoring socket not connected")
+    else:
+        log.debug(epipe_message)

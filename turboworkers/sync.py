@@ -4,7 +4,6 @@ One request at a time, the connection closed after each response, exactly as
 ``-k sync``. Only an idle worker waits for a connection, and the kernel wakes
 one of them per connection (see ``turboworkers.accept``).
 """
-import errno
 import ssl
 import sys
 from datetime import datetime
@@ -108,14 +107,7 @@ class SyncMutexWorker(SyncWorker):
                 self.log.debug("Error processing SSL request.")
                 self.handle_error(req, client, addr, e)
         except OSError as e:
-            if e.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
-                self.log.exception("Socket error processing request.")
-            elif e.errno == errno.ECONNRESET:
-                self.log.debug("Ignoring connection reset")
-            elif e.errno == errno.ENOTCONN:
-                self.log.debug("Ignoring socket not connected")
-            else:
-                self.log.debug("Ignoring EPIPE")
+            glue.log_socket_error(self.log, e)
         except BaseException as e:
             self.handle_error(req, client, addr, e)
         finally:

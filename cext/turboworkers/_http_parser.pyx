@@ -272,6 +272,21 @@ class _Stop(object):
 STOP = _Stop()
 
 
+cdef dict _presized(dict items, dict more=None):
+    """A dict of ``items`` (then ``more``) whose table is sized for a whole
+    environ: a copy of it, one per request, then never needs to grow.
+
+    Filled item by item: dict.update() into an empty dict would replace the
+    large table with a copy of the small one."""
+    cdef dict d = _PyDict_NewPresized(ENVIRON_SIZE)
+    for k, v in items.items():
+        d[k] = v
+    if more is not None:
+        for k, v in more.items():
+            d[k] = v
+    return d
+
+
 def supports_config(cfg):
     """Whether this parser can serve a deployment with these settings.
 
@@ -335,7 +350,7 @@ cdef class ParserConfig:
         self.is_ssl = bool(cfg.is_ssl)
         self.default_scheme = _HTTPS if self.is_ssl else _HTTP
         self.script_name = os.environ.get("SCRIPT_NAME", "") if script_name is None else script_name
-        self.base_environ = {
+        self.base_environ = _presized({
             "wsgi.errors": WSGIErrorsWrapper(cfg),
             "wsgi.version": (1, 0),
             "wsgi.multithread": bool(multithread),
@@ -344,13 +359,13 @@ cdef class ParserConfig:
             "wsgi.file_wrapper": FileWrapper,
             "wsgi.input_terminated": True,
             "SERVER_SOFTWARE": SERVER_SOFTWARE,
-        }
+        })
 
     def renew_error_stream(self):
         """gunicorn builds wsgi.errors per request from the log handlers'
         streams; this one is built once, so after the logs are reopened
         (SIGUSR1) it must be built again."""
-        self.base_environ["wsgi.errors"] = WSGIErrorsWrapper(self.cfg)
+        self.base_environ = _presized(self.base_environ, {"wsgi.errors": WSGIErrorsWrapper(self.cfg)})
 
     cdef bint peer_trusted(self, object peer_addr):
         # gunicorn: a peer that is not an (ip, port) tuple (a unix socket) is
@@ -483,13 +498,9 @@ cdef class RequestParser:
         if not isinstance(server_addr, str):
             self.server_name = server_addr[0]
             self.server_port = str(server_addr[1])
-        # what every request of this connection has in common, in a dict
-        # sized for a whole request: its copies never need to grow
-        base = _PyDict_NewPresized(ENVIRON_SIZE)
-        # item by item: dict.update() into an empty dict would replace the
-        # large table with a copy of the small one
-        for k, v in config.base_environ.items():
-            base[k] = v
+        # what every request of this connection has in common; the copy
+        # keeps the table sized for a whole request (see _presized)
+        base = PyDict_Copy(config.base_environ)
         base[K_SOCKET] = sock
         base[K_REMOTE_ADDR] = self.remote_addr_str
         if self.remote_port_str is not None:

@@ -79,3 +79,44 @@ def e2e_report(request):
         pm.register(plugin, "turboworkers-e2e-report")
     return lambda line: plugin.lines.append("%s: %s" % (request.node.nodeid, line))
 # ---- end of end-to-end server fixtures ----
+
+# ---- deployment fixtures (tests/deploy.py; owner: deployment tests) ----
+# test_deploy_apps.py and test_deploy_nginx.py share one stock/turbo pair per
+# worker kind, serving deploy_app:app on a TCP and a unix listener: starting
+# them once for the session keeps the suite short.
+
+
+class _DeployPairs:
+    def __init__(self, factory):
+        self.factory = factory
+        self.pairs = {}
+
+    def get(self, kind):
+        """(stock, turbo) servers of ``kind`` (see deploy.KINDS), started on first use."""
+        import deploy
+        if kind not in self.pairs:
+            # boot every kind at once: their start-ups overlap
+            started = {}
+            for k in deploy.KIND_NAMES:
+                if k not in self.pairs:
+                    started[k] = [self.factory(name="%s-%s" % (side, k), worker_class=cls,
+                                               app="deploy_app:app", listeners=("tcp", "unix"),
+                                               args=args, wait=False)
+                                  for side, cls, args in (
+                                      ("stock", deploy.KINDS[k][0], deploy.stock_args(k)),
+                                      ("turbo", deploy.KINDS[k][1], deploy.turbo_args(k)))]
+            for k, pair in started.items():
+                for srv in pair:
+                    srv.wait_ready()
+                self.pairs[k] = tuple(pair)
+        return self.pairs[kind]
+
+
+@_e2e_pytest.fixture(scope="session")
+def deploy_pairs(tmp_path_factory):
+    servers_ = _E2EServerSet(tmp_path_factory.mktemp("deploy"))
+    try:
+        yield _DeployPairs(servers_)
+    finally:
+        servers_.stop_all()
+# ---- end of deployment fixtures ----

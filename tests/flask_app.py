@@ -1,10 +1,17 @@
-"""A small Flask application for the end-to-end tests (``flask_app:app``)."""
+"""A small Flask application for the end-to-end tests (``flask_app:app``).
+
+Static files are served from ``tests/static/`` (``/static/sample.txt``):
+Flask's ``send_file`` hands the open file to the server's
+``wsgi.file_wrapper``.
+"""
 import hashlib
 import os
 
-from flask import Flask, Response, abort, jsonify, request, stream_with_context
+from flask import Flask, Response, abort, jsonify, request, session, stream_with_context
 
 app = Flask(__name__)
+# a fixed key: two servers started from this module sign session cookies alike
+app.secret_key = "turboworkers-tests-only"
 
 
 @app.get("/")
@@ -68,3 +75,20 @@ def cookies():
 def redirect_():
     from flask import redirect, url_for
     return redirect(url_for("index"))
+
+
+@app.get("/session/set")
+def session_set():
+    session["value"] = request.args.get("value", "")
+    return "stored\n"
+
+
+@app.get("/session/get")
+def session_get():
+    return jsonify(value=session.get("value"))
+
+
+@app.post("/form")
+def form():
+    """A urlencoded form, as a browser posts it."""
+    return jsonify(form=request.form.to_dict(flat=False))

@@ -8,7 +8,7 @@ PORT   ?= 8000
 WORKER ?= turboworkers.SyncMutexWorker
 PYTEST_ARGS ?=
 
-.PHONY: run test test-accelerated test-pure build venv bench bench-quick clean fuzz
+.PHONY: run test test-accelerated test-pure build venv bench bench-quick clean fuzz system-deps
 
 # The virtualenv is remade when the project's dependencies change.
 $(VENV)/.installed: pyproject.toml setup.py
@@ -20,8 +20,25 @@ $(VENV)/.installed: pyproject.toml setup.py
 
 venv: $(VENV)/.installed
 
+# The deployment tests run real nginx and curl (Debian packages). Installed
+# only when missing and only as root; otherwise those tests skip with the reason.
+SYSTEM_TOOLS := nginx:nginx curl:curl
+system-deps:
+	@missing=""; for pair in $(SYSTEM_TOOLS); do \
+		cmd=$${pair%%:*}; pkg=$${pair##*:}; \
+		command -v $$cmd >/dev/null 2>&1 || test -x /usr/sbin/$$cmd || missing="$$missing $$pkg"; \
+	done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing$$missing (Debian packages) for the deployment tests"; \
+		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q$$missing) \
+			|| echo "could not install$$missing: the tests that need it will skip"; \
+	else \
+		echo "missing$$missing and not root (or no apt-get): the tests that need it will skip"; \
+	fi
+
 # Compiles every cext/*.pyx next to the package (an editable install finds them there).
-build: venv
+build: venv system-deps
 	$(PY) setup.py -q build_ext --inplace
 
 run: build

@@ -87,20 +87,26 @@ def compare_key(resp):
 
 class Browser:
     """An ``http.client`` connection that reconnects when the server closed,
-    keeps cookies by name, and counts the connections it opened."""
+    keeps cookies by name, and counts the connections it opened.
 
-    def __init__(self, srv, listener=0, timeout=20.0, ssl_context=None):
-        self.srv = srv
+    ``connect`` opens a socket to the server (a ``GunicornServer.connect``,
+    an nginx's), ``host`` is the Host header.
+    """
+
+    def __init__(self, connect, host, timeout=20.0):
         self.connects = 0
         self.cookies = {}
-        self._conn = servers._Connection(self._open, srv.listeners[listener].host_header, timeout)
-        self._listener = listener
-        self._timeout = timeout
-        self._ssl = ssl_context
+        self._connect = connect
+        self._conn = servers._Connection(self._open, host, timeout)
+
+    @classmethod
+    def of(cls, srv, listener=0, ssl_context=None, timeout=20.0):
+        return cls(lambda: srv.connect(listener, timeout, ssl_context),
+                   srv.listeners[listener].host_header, timeout)
 
     def _open(self):
         self.connects += 1
-        return self.srv.connect(self._listener, self._timeout, self._ssl)
+        return self._connect()
 
     def request(self, method, path, body=None, headers=None):
         headers = dict(headers or {})

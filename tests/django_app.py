@@ -82,7 +82,7 @@ def static_file(request, name):
 
 def environ(request):
     """The environ keys a reverse proxy in front of gunicorn changes."""
-    keys = ("REMOTE_ADDR", "wsgi.url_scheme", "HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO",
+    keys = ("REMOTE_ADDR", "REMOTE_PORT", "wsgi.url_scheme", "HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO",
             "SCRIPT_NAME", "PATH_INFO", "SERVER_NAME", "SERVER_PROTOCOL")
     return HttpResponse(json.dumps({k: request.META.get(k) for k in keys}, sort_keys=True),
                         content_type="application/json")

@@ -23,8 +23,8 @@ FORM = "name=Ada+Lovelace&lang=py&lang=c&note=caf%C3%A9"
 FORM_HEADERS = {"Content-Type": "application/x-www-form-urlencoded"}
 
 
-def visit(srv, prefix):
-    """The requests of one visit, in order: [(label, Response)]."""
+def visit(browser, prefix):
+    """The requests of one visit, in order: ([(label, Response)], connections opened)."""
     body, ctype = deploy.multipart([("title", "report")], [("doc", "data.bin", UPLOAD)])
     steps = [
         ("index", "GET", "/", None, {}),
@@ -37,7 +37,6 @@ def visit(srv, prefix):
         ("static-head", "HEAD", "/static/sample.txt", None, {}),
         ("not-found", "GET", "/no/such/page", None, {}),
     ]
-    browser = deploy.Browser(srv)
     try:
         out = [(label, browser.request(method, prefix + path, body, headers))
                for label, method, path, body, headers in steps]
@@ -69,8 +68,8 @@ def check_visit(results):
 @pytest.mark.parametrize("kind", deploy.KIND_NAMES)
 def test_framework_visit_same_as_stock(deploy_pairs, kind, framework):
     stock, turbo = deploy_pairs.get(kind)
-    expected, stock_connects = visit(stock, "/" + framework)
-    got, turbo_connects = visit(turbo, "/" + framework)
+    expected, stock_connects = visit(deploy.Browser.of(stock), "/" + framework)
+    got, turbo_connects = visit(deploy.Browser.of(turbo), "/" + framework)
     check_visit(expected)
     check_visit(got)
     for (label, a), (_, b) in zip(expected, got):

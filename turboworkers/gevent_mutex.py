@@ -508,6 +508,22 @@ class _ThreadAcceptor:
                 pass
 
 
+class _NamedListener:
+    """A listener whose address was read while it was open (see run())."""
+
+    __slots__ = ("_sock", "_name")
+
+    def __init__(self, sock, name):
+        self._sock = sock
+        self._name = name
+
+    def getsockname(self):
+        return self._name
+
+    def __getattr__(self, attr):
+        return getattr(self._sock, attr)
+
+
 class GeventMutexWorker(GeventWorker):
     """Drop-in for ``-k gevent``: ``gunicorn -k turboworkers.GeventMutexWorker app:app``."""
 
@@ -552,7 +568,13 @@ class GeventMutexWorker(GeventWorker):
         self._pre_request = self.cfg.pre_request
         self._post_request = self.cfg.post_request
         self._keepalive = self.cfg.keepalive
-        self._listener_names = {}
+        # Listener addresses are read now: a graceful stop closes the
+        # listeners while connections accepted just before are still to be
+        # served, and getsockname() of a closed listener fails (EBADF: the
+        # connection would be closed unread, a reset for its client).
+        self._listener_names = {s: s.getsockname() for s in self.sockets}
+        self._named_listeners = {s: _NamedListener(s, name)
+                                 for s, name in self._listener_names.items()}
         self.pool = gevent.pool.Pool(self.worker_connections)
         wait = _accept.idle_wait(self.timeout)
         threaded = self.accept_engine in ("sem", "fcntl", "epoll") and _accept._sys is not None
@@ -652,7 +674,8 @@ class GeventMutexWorker(GeventWorker):
                     self.log.debug("TLS handshake failed: %s", e)
                     util.close(client)
                     return
-            return super().handle(listener, client, addr)
+            # gunicorn's AsyncWorker.handle asks the listener for its address
+            return super().handle(self._named_listeners.get(listener, listener), client, addr)
         self.handle_connection(listener, client, addr)
 
     def handle_connection(self, listener, client, addr):

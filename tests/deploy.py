@@ -160,6 +160,7 @@ class Load:
         self.failures = []
         self.pids = []
         self.count = 0
+        self.phase = "start"  # set by the test: each failure is recorded with it
         self._stop = threading.Event()
         self._max = max_requests
         self._deadline = time.monotonic() + max_seconds
@@ -175,12 +176,12 @@ class Load:
                 with self._lock:
                     self.count += 1
                     if resp.status != 200:
-                        self.failures.append(resp.status)
+                        self.failures.append("%s: status %d" % (self.phase, resp.status))
                     else:
                         self.pids.append(int(resp.body))
             except Exception as e:  # every kind of failure counts
                 with self._lock:
-                    self.failures.append(repr(e))
+                    self.failures.append("%s: %r" % (self.phase, e))
 
     def __enter__(self):
         for t in self._threads:

@@ -178,12 +178,16 @@ class GunicornServer:
     ``config`` is the text of the config file (Python, gunicorn's format),
     ``args`` extra command line arguments, ``listeners`` a list of ``"tcp"``
     / ``"unix"``. ``env`` entries are added to (or, when None, removed from)
-    the inherited environment.
+    the inherited environment. ``script=True`` runs the ``gunicorn`` console
+    script beside the interpreter instead of ``python -m gunicorn``: a master
+    re-executing itself (USR2) runs its own ``sys.argv`` again, and for
+    ``-m gunicorn`` that is the path of gunicorn's ``__main__.py``, whose
+    directory then shadows the standard library's ``http`` package.
     """
 
     def __init__(self, workdir, app="apps:app", worker_class=TURBO_SYNC, workers=1,
                  args=(), config="", listeners=("tcp",), log_level="debug", env=None,
-                 name="gunicorn", pythonpath=TESTS_DIR):
+                 name="gunicorn", pythonpath=TESTS_DIR, script=False):
         self.workdir = os.path.abspath(str(workdir))
         os.makedirs(self.workdir, exist_ok=True)
         self.app = app
@@ -195,6 +199,7 @@ class GunicornServer:
         self.env_changes = dict(env or {})
         self.name = name
         self.pythonpath = pythonpath
+        self.script = script
         self.log_path = os.path.join(self.workdir, name + ".log")
         self.config_path = os.path.join(self.workdir, name + ".conf.py")
         # unix socket paths are limited to ~107 bytes; pytest's tmp_path can be long
@@ -211,13 +216,16 @@ class GunicornServer:
     # -- start ---------------------------------------------------------------
 
     def command(self):
-        cmd = [sys.executable, "-m", "gunicorn",
-               "--no-control-socket",
-               "-c", self.config_path,
-               "--pythonpath", self.pythonpath,
-               "-k", self.worker_class,
-               "-w", str(self.workers),
-               "--log-level", self.log_level]
+        if self.script:
+            launcher = [os.path.join(os.path.dirname(sys.executable), "gunicorn")]
+        else:
+            launcher = [sys.executable, "-m", "gunicorn"]
+        cmd = launcher + ["--no-control-socket",
+                          "-c", self.config_path,
+                          "--pythonpath", self.pythonpath,
+                          "-k", self.worker_class,
+                          "-w", str(self.workers),
+                          "--log-level", self.log_level]
         for listener in self.listeners:
             cmd += ["-b", listener.bind]
         return cmd + self.args + [self.app]

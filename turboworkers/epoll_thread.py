@@ -390,7 +390,8 @@ class EpollThreadWorker(base.Worker):
                 self._set_accepting(False)
                 self.log.debug("turboworkers: %d connections open (worker_connections), "
                                "accepting paused", self._nconns)
-            elif self._accepted % self._rotate == 0:
+            elif self._accepting and self._accepted % self._rotate == 0:
+                # (never while stopping: it would register the listeners again)
                 self._rotate_listeners()
         sock.setblocking(True)
         if sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -712,6 +713,12 @@ class EpollThreadWorker(base.Worker):
         if next(self._counter) >= self.max_requests and self.alive:
             self.log.info("Autorestarting worker after current request.")
             self.alive = False
+            # Stop accepting now, in this thread: the main thread may wait
+            # for the GIL a switch interval (5 ms) while this one serves,
+            # and the listeners left armed that long let a worker take
+            # requests far past max_requests.
+            with self._lock:
+                self._set_accepting(False)
             self._wake_main()
             return True
         return False

@@ -43,6 +43,7 @@ def test_example_config_starts_its_worker(gunicorn_server, kind):
         if name in settings:
             assert re.search(r"\n  %s: %s\n" % (name, re.escape(str(settings[name]))), log), name
     assert "forwarded_allow_ips: ['127.0.0.1']" in log
-    # accesslog = "-": the access line on stdout, in the log here
-    assert re.search(r'"GET /_/hello HTTP/1.1" 200 14 ', log), srv.log_tail()
+    # accesslog = "-": the access line on stdout, in the log here (written
+    # once the response is out: the client may read it first)
+    srv.wait_for_log(r'"GET /_/hello HTTP/1.1" 200 14 ')
     assert srv.stop() == 0

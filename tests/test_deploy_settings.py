@@ -466,6 +466,11 @@ def p_reuse_port(k):
     assert _listening_sockets(srv.port) == 2  # one per worker
     seen = {int(srv.get("/_/pid").body) for _ in range(8)}
     assert seen <= set(srv.worker_pids())
+    if k.kind != "thread":
+        # nobody shares a worker's listener: no accept mutex (which would hold
+        # a connection until the turn of the worker whose listener has it)
+        assert len(re.findall(r"turboworkers: accept engine none", srv.log_text())) == 2, \
+            srv.log_tail()
 
 
 def _hook_lines(k, side):

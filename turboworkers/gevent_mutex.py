@@ -547,7 +547,8 @@ class GeventMutexWorker(GeventWorker):
             # nobody to share the listeners with: no mutex
             self.accept_engine = "solo"
         else:
-            engine = glue.accept_engine_at_boot(name, self.sockets, self.default_accept)
+            engine = glue.accept_engine_at_boot(name, self.sockets, self.default_accept,
+                                                reuse_port=self.cfg.reuse_port)
             if engine == "queue":
                 glue._refuse(glue.ConfigError(name, _queue_refusal()))
             self.accept_engine = engine

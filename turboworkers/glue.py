@@ -40,11 +40,19 @@ def accept_engine_at_setup(worker):
         raise ConfigError(worker, str(e))
 
 
-def accept_engine_at_boot(worker, listeners, auto):
+def accept_engine_at_boot(worker, listeners, auto, reuse_port=False):
     """The engine a booting worker uses with its listeners."""
     from turboworkers import accept
     try:
-        name = accept.resolve(accept.engine_from_env(), listeners, auto)
+        name = accept.engine_from_env()
+        if name == "auto" and reuse_port:
+            # gunicorn binds listeners of its own in each worker with
+            # reuse_port: no other process waits on them, so there is no herd
+            # to prevent, and a mutex would only hold a connection the kernel
+            # gave to this worker until this worker's turn came (up to a
+            # second)
+            name = "none"
+        name = accept.resolve(name, listeners, auto)
         accept.check_boot(name)
         return name
     except accept.AcceptConfigError as e:

@@ -35,7 +35,8 @@ class SyncMutexWorker(SyncWorker):
     def init_process(self):
         glue.check_settings_at_boot(self.cfg, self.__class__.__name__)
         self.accept_engine = glue.accept_engine_at_boot(
-            self.__class__.__name__, self.sockets, self.default_accept)
+            self.__class__.__name__, self.sockets, self.default_accept,
+            reuse_port=self.cfg.reuse_port)
         super().init_process()
 
     def run(self):

@@ -241,13 +241,17 @@ def bad_header(environ, start_response):
 
 def sleep(environ, start_response):
     """Sleep ``?s=`` seconds, then answer. ``&marker=PATH`` is created on entry
-    so a test knows the request is in flight without guessing a delay."""
+    so a test knows the request is in flight without guessing a delay;
+    ``&done=PATH`` once the sleep is over, before the answer."""
     q = _query(environ)
     marker = q.get("marker")
     if marker:
         with open(marker, "w") as f:
             f.write(str(os.getpid()))
     time.sleep(float(q.get("s", "1")))
+    if q.get("done"):
+        with open(q["done"], "w") as f:
+            f.write(str(os.getpid()))
     body = b"slept\n"
     start_response("200 OK", [("Content-Type", "text/plain"),
                               ("Content-Length", str(len(body))),

@@ -230,23 +230,19 @@ def wait_until(pred, what, timeout=30.0):
 
 
 def in_app_at_once(srv, n, marker_dir, seconds=1.2):
-    """``n`` sleeping requests at once: whether all were in the app together,
-    and the statuses."""
+    """``n`` sleeping requests at once: whether all were in the app together
+    (each entered before any left), and the statuses."""
     os.makedirs(marker_dir, exist_ok=True)
-    markers = [os.path.join(marker_dir, "m%d" % i) for i in range(n)]
-    for m in markers:
-        if os.path.exists(m):
-            os.unlink(m)
+    entered = [os.path.join(marker_dir, "in%d" % i) for i in range(n)]
+    left = [os.path.join(marker_dir, "out%d" % i) for i in range(n)]
     results = []
-    threads = [threading.Thread(target=lambda m=m: results.append(
-        srv.get("/_/sleep?s=%s&marker=%s" % (seconds, m), timeout=30).status)) for m in markers]
+    threads = [threading.Thread(target=lambda i=i: results.append(srv.get(
+        "/_/sleep?s=%s&marker=%s&done=%s" % (seconds, entered[i], left[i]), timeout=30).status))
+        for i in range(n)]
     for t in threads:
         t.start()
-    together = False
-    deadline = time.monotonic() + seconds * 0.9
-    while time.monotonic() < deadline and not together:
-        together = all(os.path.exists(m) for m in markers)
-        time.sleep(0.01)
+    wait_until(lambda: all(os.path.exists(m) for m in entered), "every request in the app")
+    together = not any(os.path.exists(m) for m in left)
     for t in threads:
         t.join(30)
     return together, results
@@ -282,30 +278,35 @@ def p_threads_refused(k):
 
 
 def p_worker_connections(k):
-    """Two requests in the app, a third quick one: with room for two
-    connections, the third is answered only after one of them."""
+    """Two requests in the app, then a third: with room for two connections,
+    the third enters the app only after one of the two left it."""
     for side in ("stock", "turbo"):
         srv = k.servers["W", side]
-        order = []
-        marker_dir = os.path.join(k.workdir, "wc-" + side)
-        os.makedirs(marker_dir, exist_ok=True)
-        markers = [os.path.join(marker_dir, "m%d" % i) for i in range(2)]
-
-        def slow(m):
-            srv.get("/_/sleep?s=1.2&marker=%s" % m, timeout=30)
-            order.append("slow")
-        threads = [threading.Thread(target=slow, args=(m,)) for m in markers]
+        d = os.path.join(k.workdir, "wc-" + side)
+        os.makedirs(d, exist_ok=True)
+        entered = [os.path.join(d, "in%d" % i) for i in range(2)]
+        left = [os.path.join(d, "out%d" % i) for i in range(2)]
+        third = os.path.join(d, "third")
+        results = []
+        threads = [threading.Thread(target=lambda i=i: results.append(srv.get(
+            "/_/sleep?s=1.2&marker=%s&done=%s" % (entered[i], left[i]), timeout=30).status))
+            for i in range(2)]
         for t in threads:
             t.start()
-        wait_until(lambda: any(os.path.exists(m) for m in markers), "slow request in the app")
-        if k.kind != "sync":
-            wait_until(lambda: all(os.path.exists(m) for m in markers), "both in the app")
-        assert srv.get("/_/hello", timeout=30).status == 200
-        order.append("quick")
+        if k.kind == "sync":
+            # one request at a time anyway: worker_connections plays no part
+            wait_until(lambda: any(os.path.exists(m) for m in entered), "a slow request")
+        else:
+            wait_until(lambda: all(os.path.exists(m) for m in entered), "both in the app")
+        threads.append(threading.Thread(target=lambda: results.append(srv.get(
+            "/_/sleep?s=0&marker=%s" % third, timeout=30).status)))
+        threads[-1].start()
+        wait_until(lambda: os.path.exists(third), "the third request")
+        # written before the slow request's answer, so before its connection closed
+        assert any(os.path.exists(m) for m in left), side
         for t in threads:
             t.join(30)
-        # sync: one request at a time anyway, worker_connections plays no part
-        assert order[0] == "slow", (side, order)
+        assert results == [200, 200, 200], (side, results)
 
 
 def p_max_requests(k):

@@ -256,8 +256,6 @@ def p_workers(k):
 
 
 def p_threads(k):
-    if k.kind == "sync":
-        return  # the refusal is its own probe below
     for side in ("stock", "turbo"):
         together, results = in_app_at_once(k.servers["W", side], 2,
                                            os.path.join(k.workdir, "threads-" + side))
@@ -648,7 +646,7 @@ ALL = dict.fromkeys(deploy.KIND_NAMES, "honoured")
 GUNICORN = dict.fromkeys(deploy.KIND_NAMES, "gunicorn")
 ROWS = [
     ("workers", p_workers, ALL),
-    ("threads", p_threads, {"sync": "unused", "thread": "honoured", "gevent": "unused"}),
+    ("threads", p_threads, {"thread": "honoured", "gevent": "unused"}),
     ("threads (> 1)", p_threads_refused, {"sync": "refused"}),
     ("worker_connections", p_worker_connections,
      {"sync": "unused", "thread": "honoured", "gevent": "honoured"}),

@@ -15,7 +15,7 @@ import pytest
 import deploy
 import nginx
 import servers
-from test_deploy_apps import check_visit, visit
+from deploy_visit import check_visit, visit
 
 if nginx.binary() is None:
     pytest.skip("nginx is not installed (make build installs it with apt-get when run as root)",

@@ -410,6 +410,33 @@ def test_worker_connections_caps_open_connections(gunicorn_server):
             c.close()
 
 
+def test_burst_larger_than_an_accept_batch_is_served(gunicorn_server):
+    # The listener is edge-triggered: connections that arrive while the only
+    # thread is in the application are reported once. The thread then takes
+    # them in batches; a backlog left after a full batch must be reported
+    # again, or those clients would wait for some later connection.
+    # (rotation every 1000 accepts: the periodic re-registration must not
+    # be what rescues the backlog here)
+    srv = gunicorn_server(name="burst", worker_class=TURBO_THREAD,
+                          args=["--threads", "1", "--worker-connections", "200"],
+                          env={"TURBOWORKERS_EPOLL_ROTATE": "1000"})
+    slow = _client(srv)
+    burst = []
+    try:
+        slow.send(slow.get("/_/sleep?s=1"))
+        for _ in range(45):
+            c = _client(srv)
+            burst.append(c)
+            c.send(c.get("/_/hello", b"Connection: close\r\n"))
+        assert slow.read()[0] == 200
+        for c in burst:
+            assert c.read()[0] == 200
+    finally:
+        slow.close()
+        for c in burst:
+            c.close()
+
+
 def test_idle_keep_alive_connection_is_closed_after_keepalive(gunicorn_server):
     srv = gunicorn_server(name="ka1", worker_class=TURBO_THREAD,
                           args=["--threads", "2", "--keep-alive", "1"])

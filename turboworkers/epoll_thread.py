@@ -40,6 +40,7 @@ from turboworkers import glue
 _EPOLLIN = select.EPOLLIN
 _ONESHOT = select.EPOLLONESHOT
 _EXCLUSIVE = select.EPOLLEXCLUSIVE
+_ET = select.EPOLLET
 _ARM = _EPOLLIN | _ONESHOT
 _DONTWAIT = socket.MSG_DONTWAIT
 
@@ -62,6 +63,8 @@ _DRAIN_MAX_BYTES = 65536
 
 # connections one wake-up of a listener may accept
 _ACCEPT_BATCH = 16
+# after an accept error other than "nothing there" (EMFILE, ENOBUFS...)
+_ACCEPT_ERROR_PAUSE = 0.1
 
 _IDLE, _BUSY, _CLOSED = 0, 1, 2
 _QUIET_ERRNOS = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN)
@@ -258,7 +261,13 @@ class EpollThreadWorker(base.Worker):
     # -- the listeners (called with the lock held) ---------------------------
 
     def _listener_mask(self):
-        return _EPOLLIN | _EXCLUSIVE if self._exclusive else _EPOLLIN
+        # Edge-triggered: a level-triggered listener stays on the epoll's
+        # ready list after it is reported, and the kernel then wakes a second
+        # thread of this process for the same connection (which finds nothing
+        # to accept), and that one a third. With EPOLLET one connection wakes
+        # one thread; the price is that the backlog must be drained to
+        # EAGAIN, or the listener registered again (see _accept_more).
+        return _EPOLLIN | _EXCLUSIVE | _ET if self._exclusive else _EPOLLIN
 
     def _set_accepting(self, on):
         if on == self._accepting:
@@ -419,6 +428,12 @@ class EpollThreadWorker(base.Worker):
             if conn is None:
                 return
             self._rearm(conn, self._request_wait)
+        # The batch is full and the backlog may not be empty: an
+        # edge-triggered listener would not be reported again until the next
+        # connection arrives. Registering it again reports it at once if it
+        # is still ready (and sends this process to the back of the line).
+        with self._lock:
+            self._rotate_listeners()
 
     def _claim(self, fd):
         # An event can be stale: its connection was closed meanwhile and the
@@ -541,6 +556,14 @@ class EpollThreadWorker(base.Worker):
                     conn = self._claim(fd)
             except Exception:
                 log.exception("Error accepting a connection")
+                if raw is not None:
+                    # EMFILE, ENOBUFS...: the connection is still in the
+                    # backlog. Try again after a pause; registering the
+                    # edge-triggered listener again reports it if it is
+                    # still there.
+                    time.sleep(_ACCEPT_ERROR_PAUSE)
+                    with self._lock:
+                        self._rotate_listeners()
                 continue
             if conn is None:
                 continue

@@ -226,6 +226,8 @@ class EpollThreadWorker(base.Worker):
         self._conns = {}
         self._nconns = 0
         self._busy = 0
+        self._shedding = False
+        self._capped = False
         self._accepted = 0
         self._accepting = False
         self._exiting = False
@@ -245,6 +247,12 @@ class EpollThreadWorker(base.Worker):
             self._set_accepting(True)
 
         nthreads = max(1, cfg.threads)
+        # Load shedding: a process with more than 7/8 of its threads busy
+        # leaves the exclusive rotation until it drops below, so the next
+        # connections go to workers with threads to spare. Only when there
+        # are other workers to take them, and not for "none" (stock-like).
+        self._shed_above = nthreads * 7 // 8 \
+            if self._exclusive and cfg.workers > 1 else None
         self.log.debug("turboworkers: %d threads on one epoll, listeners %s", nthreads,
                        "exclusive" if self._exclusive else "shared")
         self._threads = []
@@ -393,9 +401,10 @@ class EpollThreadWorker(base.Worker):
             conn = _Conn(sock, addr, raw, self._names[raw.fileno()])
             self._conns[conn.fd] = conn
             self._nconns += 1
-            self._busy += 1
+            self._one_more_busy()
             self._accepted += 1
-            if self._nconns >= self._max_conns and self._accepting:
+            if self._nconns >= self._max_conns and not self._capped:
+                self._capped = True
                 self._set_accepting(False)
                 self.log.debug("turboworkers: %d connections open (worker_connections), "
                                "accepting paused", self._nconns)
@@ -445,7 +454,7 @@ class EpollThreadWorker(base.Worker):
             if conn is None or conn.state != _IDLE:
                 return None
             conn.state = _BUSY
-            self._busy += 1
+            self._one_more_busy()
         return conn
 
     def _rearm(self, conn, wait):
@@ -454,7 +463,7 @@ class EpollThreadWorker(base.Worker):
             if conn.state != _BUSY:
                 return
             conn.state = _IDLE
-            self._busy -= 1
+            self._one_less_busy()
             if conn.registered:
                 self._ep.modify(conn.fd, _ARM)
             else:
@@ -467,15 +476,36 @@ class EpollThreadWorker(base.Worker):
         if conn.state == _CLOSED:
             return False
         if conn.state == _BUSY:
-            self._busy -= 1
+            self._one_less_busy()
         conn.state = _CLOSED
         self._conns.pop(conn.fd, None)
         self._nconns -= 1
-        if not self._accepting and self.alive and not self._stopping \
-                and self._nconns < self._max_conns:
-            self._set_accepting(True)
-            self.log.debug("turboworkers: accepting resumed")
+        self._resume_accepting()
         return True
+
+    def _resume_accepting(self):
+        # with the lock held
+        if self._capped and self._nconns < self._max_conns:
+            self._capped = False
+            self.log.debug("turboworkers: accepting resumed")
+        if not self._accepting and self.alive and not self._stopping \
+                and not self._shedding and not self._capped:
+            self._set_accepting(True)
+
+    def _one_more_busy(self):
+        # with the lock held
+        self._busy += 1
+        if self._shed_above is not None and self._busy > self._shed_above \
+                and not self._shedding:
+            self._shedding = True
+            self._set_accepting(False)
+
+    def _one_less_busy(self):
+        # with the lock held
+        self._busy -= 1
+        if self._shedding and self._busy <= self._shed_above:
+            self._shedding = False
+            self._resume_accepting()
 
     def _close(self, conn):
         with self._lock:

@@ -672,7 +672,8 @@ def test_sigkill_and_hup_with_two_listeners(gunicorn_server):
         assert time.monotonic() < deadline, "old workers still alive after HUP"
         time.sleep(0.02)
     served = set()
-    for i in range(10):
+    # a turn at the semaphore is 16 connections: 40 see both workers
+    for i in range(40):
         resp = srv.get("/_/pid", listener=i % 2, timeout=20)
         assert resp.status == 200 and int(resp.body) in new
         served.add(int(resp.body))

@@ -264,13 +264,13 @@ def test_thread_worker_head_tricklers(gunicorn_server):
     normal = NormalClient(srv)
     try:
         normal.start()
-        # trickle for longer than the bound, a byte every 0.3 s
+        # trickle for longer than the bound, a byte every 0.2 s
         end = time.monotonic() + 4.0
         for _ in range(100):
             if time.monotonic() >= end:
                 break
             t.step()
-            time.sleep(0.3)
+            time.sleep(0.2)
         assert t.count_open() == THREAD_TRICKLERS, "closed while still trickling: %d" % (
             THREAD_TRICKLERS - t.count_open())
         # then silence: every one is closed at the bound

@@ -13,7 +13,8 @@ replaces where the two are meant to behave alike:
   documented bound is on each pause: ``max(keepalive, timeout)`` seconds
   between two pieces. Connections that keep trickling within it stay open;
   once they fall silent they are all closed, and the worker was never
-  replaced.
+  replaced. (gthread bounds a head differently, see the README's
+  differences from gthread, so no stock run is compared here.)
 * GeventMutexWorker times each head as ``-k gevent`` does: the whole head
   within ``keepalive`` seconds. 1,000 connections trickling their heads do
   not stop a normal client from being served, and all of them are closed at
@@ -29,7 +30,6 @@ wait is bounded.
 import hashlib
 import json
 import resource
-import socket
 import threading
 import time
 

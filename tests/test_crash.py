@@ -18,9 +18,10 @@ so every concurrent request goes to the other worker and must succeed. A
 GeventMutexWorker keeps serving other connections while one request runs
 (that is its point), and the requests it holds when its process dies are
 lost with it; there the other clients' traffic pauses while the process dies
-and resumes once it is gone. (The accept semaphore a dying worker may hold is
-given back by the kernel, SEM_UNDO: the surviving worker could not accept
-otherwise, and the requests after the death would hang.) Stock gunicorn's sync worker is run through the
+and resumes once it is gone. (The accept mutex a dying gevent worker may hold,
+a semaphore with SEM_UNDO or, in pure mode, an fcntl lock, is given back by
+the kernel: otherwise the surviving worker could not accept, and the requests
+after the death would hang.) Stock gunicorn's sync worker is run through the
 same steps, to show the client sees the same thing.
 """
 import threading

@@ -480,6 +480,11 @@ class EpollThreadWorker(base.Worker):
         conn.state = _CLOSED
         self._conns.pop(conn.fd, None)
         self._nconns -= 1
+        if conn.parser is not None and self._accelerated:
+            # its last Request and Body refer back to it: without this, a
+            # connection ended by the keep-alive bound or a socket error
+            # would wait for the cyclic collector
+            conn.parser.close()
         self._resume_accepting()
         return True
 
@@ -597,18 +602,24 @@ class EpollThreadWorker(base.Worker):
                 continue
             if conn is None:
                 continue
-            try:
-                if conn.handshake and not self._start_tls(conn):
-                    continue
-                if conn.closing:
-                    self._linger(conn)
-                elif self._accelerated:
-                    self._serve(conn)
-                else:
-                    self._serve_pure(conn)
-            except BaseException:
-                log.exception("Error serving a connection")
-                self._close(conn)
+            self._serve_event(conn)
+            # an idle thread must not keep the last connection it served
+            # (its socket and buffers) alive until its next event
+            conn = None
+
+    def _serve_event(self, conn):
+        try:
+            if conn.handshake and not self._start_tls(conn):
+                return
+            if conn.closing:
+                self._linger(conn)
+            elif self._accelerated:
+                self._serve(conn)
+            else:
+                self._serve_pure(conn)
+        except BaseException:
+            self.log.exception("Error serving a connection")
+            self._close(conn)
 
     def _start_tls(self, conn):
         """TLS handshake, in the serving thread and blocking (bounded by the

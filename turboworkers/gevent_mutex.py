@@ -36,6 +36,7 @@ except ImportError as _exc:
 
 import gevent.event
 import gevent.pool
+import gevent.socket
 from gevent.hub import Waiter, get_hub
 
 from gunicorn import http, util
@@ -44,6 +45,7 @@ from gunicorn.workers import base
 from gunicorn.workers.ggevent import GeventWorker
 
 from turboworkers import accept as _accept
+from turboworkers import _ext
 from turboworkers import glue
 
 # Connections one wake-up of the accept thread takes at most.
@@ -536,6 +538,10 @@ class GeventMutexWorker(GeventWorker):
 
     def run(self):
         self.http = glue.HttpCore(self.cfg, self.log, multithread=True)
+        if self.http.accelerated:
+            # gevent's sockets are non-blocking underneath: responses go out
+            # with one sendmsg, gevent's sendall only for what did not fit
+            _ext.response.register_socket_class(gevent.socket.socket)
         self._h2 = "h2" in (getattr(self.cfg, "http_protocols", None) or ())
         self._gunicorn_http = not self.http.accelerated or self._h2
         if self.http.accelerated and self._h2:

@@ -37,6 +37,30 @@ from gunicorn.workers import base
 from turboworkers import accept as _accept
 from turboworkers import glue
 
+try:
+    # epoll and non-blocking reads that keep the GIL (see cext/.../_poll.pyx)
+    from turboworkers._poll import Poller as _Poller, recv_nowait as _recv_nowait
+except ImportError:  # no compiled extension: the standard library's
+    _Poller = _recv_nowait = None
+
+
+class _StdPoller:
+    """``_poll.Poller`` on select.epoll, where the extension is missing."""
+
+    def __init__(self):
+        self._ep = select.epoll()
+        self.register = self._ep.register
+        self.modify = self._ep.modify
+        self.unregister = self._ep.unregister
+        self.close = self._ep.close
+
+    def poll_one(self, timeout):
+        try:
+            events = self._ep.poll(timeout, 1)
+        except InterruptedError:
+            return -1
+        return events[0][0] if events else -1
+
 _EPOLLIN = select.EPOLLIN
 _ONESHOT = select.EPOLLONESHOT
 _EXCLUSIVE = select.EPOLLEXCLUSIVE
@@ -234,7 +258,7 @@ class EpollThreadWorker(base.Worker):
         self._stopping = False
         self._sealed = False
 
-        self._ep = select.epoll()
+        self._ep = _Poller() if _Poller is not None else _StdPoller()
         self._listeners = {}
         self._names = {}
         for listener in self.sockets:
@@ -563,24 +587,21 @@ class EpollThreadWorker(base.Worker):
     # -- the serving threads --------------------------------------------------
 
     def _thread_main(self):
-        poll = self._ep.poll
+        poll_one = self._ep.poll_one
         listeners = self._listeners
         beat = self._beat
         wait = self._wait
         log = self.log
         while not self._exiting:
             try:
-                events = poll(wait, 1)
-            except OSError as e:
+                fd = poll_one(wait)
+            except OSError:
                 if self._exiting:
                     return
-                if e.errno == errno.EINTR:
-                    continue
                 raise
             beat()
-            if not events or self._exiting:
+            if fd < 0 or self._exiting:
                 continue
-            fd = events[0][0]
             raw = listeners.get(fd)
             try:
                 if raw is not None:
@@ -652,6 +673,8 @@ class EpollThreadWorker(base.Worker):
         sock = conn.sock
         try:
             if not conn.tls:
+                if _recv_nowait is not None:
+                    return _recv_nowait(conn.fd, _RECV_SIZE)
                 return sock.recv(_RECV_SIZE, _DONTWAIT)
             sock.settimeout(0.0)
             try:

@@ -57,7 +57,7 @@ bench-quick:
 	$(PY) -m bench --preset quick
 
 # fairness per accept engine, SIGKILL recovery, RSS over a million requests
-# (about 15 min); results in bench/results/reliability.json and .md
+# (under 15 min on 2 cores); results in bench/results/reliability.json and .md
 bench-reliability:
 	$(MAKE) --no-print-directory build || echo "bench: build failed; turbo workers run as they import (the report shows the mode)"
 	sh bench/install.sh $(PY)

@@ -32,7 +32,8 @@ MUTEX_WAITS = ("semtimedop", "sys_semop", "fcntl_setlk", "locks_lock", "posix_lo
 HOLDER_TIMEOUT = 5.0      # to see one clear holder
 PROBE_TIMEOUT = 2.0       # one request after the kill
 RECOVERY_BOUND = 10.0     # all requests after the kill
-SETTLE_REQUESTS = 200     # at most, to see every worker answer before the kill
+SETTLE_REQUESTS = 1000    # at most, to see every worker answer before the kill
+SETTLE_PAUSE = 0.01       # between two of them
 AFTER_REQUESTS = 20       # after recovery, each on a new connection
 REPLACE_TIMEOUT = 30.0    # for the master to replace the victim
 
@@ -64,21 +65,24 @@ def settle(rs, want, exclude=()):
     one of the sequential requests. Returns (workers, last answering pid,
     whether every worker answered)."""
     host = variants.host()
-    deadline = time.monotonic() + REPLACE_TIMEOUT
+    deadline = time.monotonic() + REPLACE_TIMEOUT   # for the whole settling
     while True:
         workers = [p for p in procfs.children(rs.proc.pid)
                    if p not in exclude and not procfs.is_zombie(p)]
         if len(workers) >= want or time.monotonic() > deadline:
             break
         time.sleep(0.02)
+    # a replacement still booting answers nothing yet: pace the requests so
+    # that it can come up within the bound
     seen, last = set(), None
     for _ in range(SETTLE_REQUESTS):
         res = loadgen.sequential(host, rs.port, 1, total_timeout=PROBE_TIMEOUT)
         if res["pids"]:
             last = res["pids"][0]
             seen.add(last)
-        if set(workers) <= seen:
+        if set(workers) <= seen or time.monotonic() > deadline:
             break
+        time.sleep(SETTLE_PAUSE)
     return workers, last, set(workers) <= seen
 
 

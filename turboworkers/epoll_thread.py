@@ -252,6 +252,8 @@ class EpollThreadWorker(base.Worker):
         self._busy = 0
         self._shedding = False
         self._capped = False
+        self._rejoin = False
+        self._lazy_rejoin = self._exclusive and cfg.workers > 1
         self._accepted = 0
         self._accepting = False
         self._exiting = False
@@ -302,6 +304,8 @@ class EpollThreadWorker(base.Worker):
         return _EPOLLIN | _EXCLUSIVE | _ET if self._exclusive else _EPOLLIN
 
     def _set_accepting(self, on):
+        if on:
+            self._rejoin = False
         if on == self._accepting:
             return
         for fd in self._listeners:
@@ -316,10 +320,26 @@ class EpollThreadWorker(base.Worker):
 
     def _rotate_listeners(self):
         # EPOLL_CTL_DEL + ADD puts this process at the back of the line of
-        # exclusive waiters, so the next connections wake the others first
+        # exclusive waiters, so the next connections wake the others first.
+        # An ADD of a listener with connections waiting reports it at once,
+        # but only to this process (the others were not woken for those
+        # connections): were the ADD made now, this process's threads would
+        # drain a whole burst of connections. So with other workers the ADD
+        # waits until a thread of this process has nothing else to do (or a
+        # connection ends); meanwhile new connections wake the others, and
+        # take from the backlog in the order it came.
         if self._accepting:
             self._set_accepting(False)
-            self._set_accepting(True)
+            if self._lazy_rejoin:
+                self._rejoin = True
+            else:
+                self._set_accepting(True)
+
+    def _rejoin_rotation(self):
+        with self._lock:
+            if self._rejoin:
+                self._rejoin = False
+                self._resume_accepting()
 
     # -- the main thread: a light timer --------------------------------------
 
@@ -415,6 +435,12 @@ class EpollThreadWorker(base.Worker):
         # instead of being reset when this one exits).
         with self._lock:
             if self._sealed:
+                return None
+            if not self._accepting and not self._stopping:
+                # Out of the rotation (or shedding, or at worker_connections)
+                # since this thread was woken: the connection is left to the
+                # workers in line. Without this, every thread of this process
+                # woken before the rotation would still take one.
                 return None
             try:
                 sock, addr = raw.accept()
@@ -594,7 +620,13 @@ class EpollThreadWorker(base.Worker):
         log = self.log
         while not self._exiting:
             try:
-                fd = poll_one(wait)
+                if self._rejoin:
+                    fd = poll_one(0)
+                    if fd < 0:
+                        self._rejoin_rotation()
+                        fd = poll_one(wait)
+                else:
+                    fd = poll_one(wait)
             except OSError:
                 if self._exiting:
                     return

@@ -132,25 +132,3 @@ def test_recv_nowait_errors(tmp_path):
     with pytest.raises(OSError) as info:
         _poll.recv_nowait(-1, 10)
     assert info.value.errno == errno.EBADF
-
-
-def test_a_thread_queued_behind_the_waiter_returns_at_its_own_timeout(poller, pairs):
-    # One thread at a time waits in epoll_wait; the others queue for that
-    # place, but each of them still comes back by its own timeout (the
-    # serving threads beat gunicorn's heartbeat and see a stop that way).
-    a, b = pairs()
-    poller.register(a.fileno(), ARM)
-    results = {}
-
-    def wait(name, timeout):
-        results[name] = poller.poll_one(timeout)
-
-    long_wait = threading.Thread(target=wait, args=("long", 30))
-    long_wait.start()
-    short_wait = threading.Thread(target=wait, args=("short", 0.2))
-    short_wait.start()
-    short_wait.join(10)
-    assert results.get("short") == -1 and "long" not in results
-    b.sendall(b"x")
-    long_wait.join(10)
-    assert results["long"] == a.fileno()

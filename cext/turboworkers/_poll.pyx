@@ -17,9 +17,6 @@ from posix.unistd cimport close
 from includes.sys_epoll cimport (epoll_event, epoll_create1, epoll_ctl, epoll_wait,
                                  EPOLL_CLOEXEC, EPOLL_CTL_ADD, EPOLL_CTL_DEL, EPOLL_CTL_MOD)
 from includes.sys_socket cimport recv, MSG_DONTWAIT
-from includes.sys_pthread cimport (pthread_mutex_init, pthread_mutex_destroy,
-                                   pthread_mutex_timedlock, pthread_mutex_unlock)
-from posix.time cimport clock_gettime, CLOCK_REALTIME, timespec
 
 # recv_nowait reads here, then copies what came: it never lets the GIL go,
 # so one buffer serves every thread of the process.
@@ -33,8 +30,6 @@ cdef class Poller:
 
     def __cinit__(self):
         self.epfd = -1
-        if pthread_mutex_init(&self.waiting, NULL) != 0:
-            raise MemoryError()
         self.epfd = epoll_create1(EPOLL_CLOEXEC)
         if self.epfd < 0:
             PyErr_SetFromErrno(OSError)
@@ -42,7 +37,6 @@ cdef class Poller:
     def __dealloc__(self):
         if self.epfd >= 0:
             close(self.epfd)
-        pthread_mutex_destroy(&self.waiting)
 
     def close(self):
         if self.epfd >= 0:
@@ -73,41 +67,15 @@ cdef class Poller:
     def poll_one(self, double timeout):
         """The fd of one ready event, or -1 after ``timeout`` seconds (or a
         signal). What is ready already is taken holding the GIL; only a
-        wait lets it go.
-
-        One thread at a time waits in epoll_wait, and it lets the others
-        wait there only once it holds the GIL again. A thread that takes an
-        event has to get the GIL to serve it; were every idle thread waiting
-        in epoll_wait, each new event would go to one more of them, and they
-        would queue for the GIL with their connections while the thread that
-        holds it could have served those connections in turn (up to the
-        interpreter's switch interval, 5 ms, each). This way at most one
-        connection waits for the GIL; the others stay ready in the epoll for
-        whichever thread holds it."""
+        wait lets it go."""
         # on this thread's stack: several threads wait on one Poller
         cdef epoll_event ev
-        cdef timespec now, until
-        cdef int n, rc = -1, ms
+        cdef int n
+        cdef int ms = <int>(timeout * 1000) if timeout >= 0 else -1
         n = epoll_wait(self.epfd, &ev, 1, 0)
-        if n == 0 and timeout != 0:
-            if timeout < 0 or timeout > 86400.0:
-                timeout = 86400.0
-            clock_gettime(CLOCK_REALTIME, &now)
-            until.tv_sec = now.tv_sec + <long>timeout
-            until.tv_nsec = now.tv_nsec + <long>((timeout - <long>timeout) * 1e9)
-            if until.tv_nsec >= 1000000000:
-                until.tv_sec += 1
-                until.tv_nsec -= 1000000000
+        if n == 0 and ms != 0:
             with nogil:
-                rc = pthread_mutex_timedlock(&self.waiting, &until)
-                if rc == 0:
-                    clock_gettime(CLOCK_REALTIME, &now)
-                    ms = <int>((until.tv_sec - now.tv_sec) * 1000
-                               + (until.tv_nsec - now.tv_nsec) // 1000000)
-                    n = epoll_wait(self.epfd, &ev, 1, ms if ms > 0 else 0)
-            # the GIL is held again: now the next thread may wait
-            if rc == 0:
-                pthread_mutex_unlock(&self.waiting)
+                n = epoll_wait(self.epfd, &ev, 1, ms)
         if n > 0:
             return ev.data.fd
         if n < 0 and errno != EINTR:

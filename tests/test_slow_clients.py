@@ -274,18 +274,24 @@ def test_thread_worker_head_tricklers(gunicorn_server):
         assert t.count_open() == THREAD_TRICKLERS, "closed while still trickling: %d" % (
             THREAD_TRICKLERS - t.count_open())
         # then silence: every one is closed at the bound
-        deadline = time.monotonic() + 20
-        while t.count_open() and time.monotonic() < deadline:
-            t.step(send=False)
-            time.sleep(0.1)
-        assert t.count_open() == 0, "%d silent connections still open\n%s" % (
-            t.count_open(), srv.log_tail())
-        assert set(t.received) == {b""}, "a trickler was sent bytes"
+        _wait_all_closed(t, srv, 20, 0.1, send=False, what="silent")
         normal.finish(at_least=5)
     finally:
         normal.stopping.set()
         t.close()
     assert srv.worker_pids() == pid, "the worker was replaced\n%s" % srv.log_tail()
+
+
+def _wait_all_closed(t, srv, within, pause, send, what):
+    """Step the tricklers (sending or not) until the server has closed every
+    one of them, bounded by ``within`` seconds; none was sent a byte."""
+    deadline = time.monotonic() + within
+    while t.count_open() and time.monotonic() < deadline:
+        t.step(send=send)
+        time.sleep(pause)
+    assert t.count_open() == 0, "%d %s connections still open\n%s" % (
+        t.count_open(), what, srv.log_tail())
+    assert set(t.received) == {b""}, "a trickler was sent bytes"
 
 
 def test_thread_worker_slow_upload(gunicorn_server):
@@ -315,15 +321,7 @@ def test_gevent_head_tricklers(gunicorn_server, name):
     t = Tricklers(srv, GEVENT_TRICKLERS)
     try:
         normal.start()
-        deadline = time.monotonic() + 30
-        for _ in range(1000):
-            if not t.count_open() or time.monotonic() > deadline:
-                break
-            t.step()
-            time.sleep(0.2)
-        assert t.count_open() == 0, "%d trickling connections still open\n%s" % (
-            t.count_open(), srv.log_tail())
-        assert set(t.received) == {b""}, "a trickler was sent bytes"
+        _wait_all_closed(t, srv, 30, 0.2, send=True, what="trickling")
         normal.finish(at_least=5)
     finally:
         normal.stopping.set()

@@ -8,7 +8,7 @@ PORT   ?= 8000
 WORKER ?= turboworkers.SyncMutexWorker
 PYTEST_ARGS ?=
 
-.PHONY: run test test-accelerated test-pure build venv bench bench-quick clean fuzz system-deps
+.PHONY: run test test-accelerated test-pure build venv bench bench-quick bench-reliability clean fuzz system-deps
 
 # The virtualenv is remade when the project's dependencies change.
 $(VENV)/.installed: pyproject.toml setup.py
@@ -72,6 +72,13 @@ bench-quick:
 	$(MAKE) --no-print-directory build || echo "bench: build failed; turbo workers run as they import (the report shows the mode)"
 	sh bench/install.sh $(PY)
 	$(PY) -m bench --preset quick
+
+# fairness per accept engine, SIGKILL recovery, RSS over a million requests
+# (under 15 min on 2 cores); results in bench/results/reliability.json and .md
+bench-reliability:
+	$(MAKE) --no-print-directory build || echo "bench: build failed; turbo workers run as they import (the report shows the mode)"
+	sh bench/install.sh $(PY)
+	$(PY) -m bench --preset reliability
 
 clean:
 	rm -rf build turboworkers/*.so cext/*.c *.egg-info

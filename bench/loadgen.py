@@ -72,15 +72,25 @@ def parse_wrk(text):
     return out
 
 
-def wrk_argv(url, connections, duration, threads=2, timeout=2.0):
-    return ["wrk", "--latency", "-t%d" % threads, "-c%d" % connections,
-            "-d%ss" % _num(duration), "--timeout", "%ss" % _num(timeout), url]
+def wrk_argv(url, connections, duration, threads=2, timeout=2.0, script=None, script_args=()):
+    argv = ["wrk", "--latency", "-t%d" % threads, "-c%d" % connections,
+            "-d%ss" % _num(duration), "--timeout", "%ss" % _num(timeout)]
+    if script:
+        argv += ["-s", script]
+    argv.append(url)
+    if script_args:
+        argv += ["--"] + [str(a) for a in script_args]
+    return argv
 
 
-def run_wrk(url, connections, duration, threads=2, timeout=2.0):
-    """Run wrk, bounded in time; returns (parsed figures, raw output)."""
+def run_wrk(url, connections, duration, threads=2, timeout=2.0, script=None, script_args=()):
+    """Run wrk, bounded in time; returns (parsed figures, raw output).
+
+    ``script`` is a Lua file of bench/lua/ (``wrk -s``), ``script_args`` what
+    its ``init(args)`` receives.
+    """
     threads = max(1, min(threads, connections))
-    argv = wrk_argv(url, connections, duration, threads, timeout)
+    argv = wrk_argv(url, connections, duration, threads, timeout, script, script_args)
     rc, out, err = procs.run_bounded(argv, timeout=duration + timeout + 15)
     if rc is None:
         raise RuntimeError("wrk did not finish in time")
@@ -91,6 +101,29 @@ def run_wrk(url, connections, duration, threads=2, timeout=2.0):
 
 def _num(x):
     return ("%g" % x)
+
+
+# lines that the Lua scripts of bench/lua/ print from done(), after wrk's summary
+_TALLY = re.compile(r"^tally (\S+) (\d+)$", re.M)
+_STATUS = re.compile(r"^status (\d+) (\d+)$", re.M)
+
+
+def parse_tally(text):
+    """{worker pid (int, or None for answers without X-Worker-Pid): answers}
+    from the ``tally PID COUNT`` lines of bench/lua/tally.lua."""
+    out = {}
+    for pid, count in _TALLY.findall(text):
+        key = int(pid) if pid.isdigit() else None
+        out[key] = out.get(key, 0) + int(count)
+    return out
+
+
+def parse_statuses(text):
+    """{HTTP status: answers} from the ``status CODE COUNT`` lines of bench/lua/mixed.lua."""
+    out = {}
+    for code, count in _STATUS.findall(text):
+        out[int(code)] = out.get(int(code), 0) + int(count)
+    return out
 
 
 # --------------------------------------------------------------------------- ab

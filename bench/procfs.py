@@ -1,4 +1,5 @@
-"""What the harness reads from /proc: worker pids, context switches, RSS.
+"""What the harness reads from /proc: worker pids, context switches, RSS,
+where each thread sleeps.
 
 Every function takes ``root`` (default ``/proc``) so the tests can point it
 at a fake tree.
@@ -126,3 +127,28 @@ def rss_kib(pid, root=PROC):
         return int(fields["VmRSS"].split()[0])
     except (ValueError, IndexError):
         return None
+
+
+def task_wchans(pid, root=PROC):
+    """{tid: wchan} for every thread of ``pid``: the kernel function each one
+    sleeps in ("0" or "" while it runs); {} for a process that is gone."""
+    task_dir = os.path.join(root, str(pid), "task")
+    try:
+        tids = os.listdir(task_dir)
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return {}
+    out = {}
+    for tid in tids:
+        text = _read(os.path.join(task_dir, tid, "wchan"))
+        if text is not None and tid.isdigit():
+            out[int(tid)] = text.strip()
+    return out
+
+
+def is_zombie(pid, root=PROC):
+    """True if ``pid`` has exited and waits to be reaped, or is gone."""
+    stat = _read(os.path.join(root, str(pid), "stat"))
+    if stat is None:
+        return True
+    rest = stat[stat.rfind(")") + 2:].split()
+    return bool(rest) and rest[0] in ("Z", "X")

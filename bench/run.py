@@ -19,12 +19,18 @@ import sys
 import tempfile
 import time
 
-from bench import loadgen, procfs, procs, report
-from bench.scenarios import PRESETS, SCENARIOS
+from bench import fairness, leak, loadgen, procfs, procs, reliability_report, report, sigkill
+from bench.scenarios import PRESETS, RELIABILITY_LOADS, SCENARIOS
 from bench.servers import ROOT, SERVERS, availability, find_tool, launch
 
 HOST = "127.0.0.1"
 READY_TIMEOUT = 60.0
+
+# how each reliability load is run, and which engines it gives each server
+RELIABILITY_RUN = {"fair": fairness.run, "kill": sigkill.run, "leak": leak.run}
+RELIABILITY_ENGINES = {"fair": fairness.ENGINES, "kill": sigkill.ENGINES, "leak": {}}
+# the load generator each load needs on PATH (None: the harness's own client)
+LOAD_TOOL = {"sequential": None, "fair": "wrk", "kill": None, "leak": "wrk"}
 
 
 def log(msg):
@@ -114,6 +120,8 @@ def machine_meta(probe, args, argv):
         "warmup_s": args.warmup,
         "ab_requests": args.ab_requests,
         "herd_requests": args.herd_requests,
+        "leak_requests": args.leak_requests,
+        "leak_seconds": args.leak_seconds,
     }
 
 
@@ -139,6 +147,12 @@ def plan(args, probe):
     return out
 
 
+def variant_count(scenario, entries):
+    """Servers that run, times the engines each runs with (reliability loads)."""
+    engines = RELIABILITY_ENGINES.get(scenario.load, {})
+    return sum(len(engines.get(s.name, (None,))) for s, reason in entries if reason is None)
+
+
 def estimate_seconds(the_plan, args):
     """A slightly pessimistic guess, from the timings of earlier runs on 2 cores."""
     total = 0.0
@@ -147,6 +161,15 @@ def estimate_seconds(the_plan, args):
         if not n:
             continue
         rounds = scenario.rounds(args.rounds)
+        if scenario.load in RELIABILITY_LOADS:
+            v = variant_count(scenario, entries)
+            if scenario.load == "fair":
+                total += n * 4.0 + v * (args.warmup + 0.5 + rounds * (args.duration + 0.3))
+            elif scenario.load == "kill":
+                total += 4.0 + v * rounds * 2.5
+            else:
+                total += n * (4.0 + args.leak_seconds)
+            continue
         total += 3.0 + 0.1 * n * scenario.workers                  # start-up, shut-down
         if scenario.load == "wrk":
             total += n * (args.warmup + 0.3 if args.warmup >= 1 else 0.2)
@@ -422,7 +445,9 @@ def parse_args(argv):
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     ap.add_argument("--preset", choices=sorted(PRESETS), default="full",
                     help="full: every scenario (make bench); quick: hello-1w and the herd "
-                         "with fewer peers, 3 s runs (make bench-quick)")
+                         "with fewer peers, 3 s runs (make bench-quick); reliability: "
+                         "fair-4w, kill-4w and leak-1m, written to reliability.json/.md "
+                         "(make bench-reliability)")
     ap.add_argument("--scenario", action="append", default=[],
                     help="scenario name (repeatable, or comma separated): " + ", ".join(SCENARIOS))
     ap.add_argument("--server", action="append", default=[],
@@ -434,6 +459,10 @@ def parse_args(argv):
                     help="ab -n for the connection-per-request scenario (also bounded by "
                          "--duration seconds)")
     ap.add_argument("--herd-requests", type=int, default=500)
+    ap.add_argument("--leak-requests", type=int, default=1_000_000,
+                    help="requests per server in leak-1m (also bounded by --leak-seconds)")
+    ap.add_argument("--leak-seconds", type=float, default=180.0,
+                    help="time limit per server in leak-1m")
     ap.add_argument("--python", default=sys.executable,
                     help="interpreter that runs the Python servers (default: this one)")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
@@ -461,8 +490,10 @@ def parse_args(argv):
     args.duration = float(max(1, math.ceil(args.duration)))
     if args.warmup >= 1:
         args.warmup = float(math.ceil(args.warmup))
-    if args.rounds < 1 or args.duration <= 0 or args.herd_requests < 1 or args.ab_requests < 1:
-        ap.error("--rounds, --duration, --herd-requests and --ab-requests must be positive")
+    if (args.rounds < 1 or args.duration <= 0 or args.herd_requests < 1 or args.ab_requests < 1
+            or args.leak_requests < 1 or args.leak_seconds < 1):
+        ap.error("--rounds, --duration, --herd-requests, --ab-requests, --leak-requests and "
+                 "--leak-seconds must be positive (--leak-seconds at least 1)")
     return args
 
 
@@ -482,14 +513,19 @@ def main(argv=None):
         log("missing load generator(s): %s (make bench installs them)" % ", ".join(missing))
     probe = run_probe(args.python)
     the_plan = plan(args, probe)
-    n_runs = sum(scenario.rounds(args.rounds) * sum(1 for _, r in entries if r is None)
+    n_runs = sum(scenario.rounds(args.rounds) * (variant_count(scenario, entries)
+                                                 if scenario.load in RELIABILITY_LOADS else
+                                                 sum(1 for _, r in entries if r is None))
                  for scenario, entries in the_plan)
     log("turboworkers bench: preset %s, %d round(s), %gs per wrk run, %d run(s) in %d "
         "scenario(s); estimated %s" % (args.preset, args.rounds, args.duration, n_runs,
                                        len(the_plan), fmt_secs(estimate_seconds(the_plan, args))))
     if args.dry_run:
         for scenario, entries in the_plan:
-            log("%-9s run: %s" % (scenario.name, ", ".join(s.name for s, r in entries if r is None)))
+            engines = RELIABILITY_ENGINES.get(scenario.load, {})
+            log("%-9s run: %s" % (scenario.name, ", ".join(
+                s.name + ("[%s]" % ",".join(engines[s.name]) if s.name in engines else "")
+                for s, r in entries if r is None)))
             for s, r in entries:
                 if r is not None:
                     log("          skip %s: %s" % (s.name, r))
@@ -503,13 +539,23 @@ def main(argv=None):
     # keep it or a server failed (its log is the explanation).
     tmp_root = tempfile.mkdtemp(prefix="turboworkers-bench-")
     results = {"meta": machine_meta(probe, args, argv), "scenarios": []}
+    # the reliability scenarios have their own report: they never replace latest.*
+    reliability = {"meta": results["meta"], "scenarios": []}
     counter = [0, n_runs]
     status = 0
     try:
         for scenario, entries in the_plan:
-            if scenario.load != "sequential" and shutil.which(scenario.load) is None:
-                entries = [(s, r or "%s is not installed" % scenario.load) for s, r in entries]
+            tool = LOAD_TOOL.get(scenario.load, scenario.load)
+            if tool and shutil.which(tool) is None:
+                entries = [(s, r or "%s is not installed" % tool) for s, r in entries]
             log("== %s: %s" % (scenario.name, scenario.title))
+            if scenario.load in RELIABILITY_LOADS:
+                sink = {"name": scenario.name, "title": scenario.title, "load": scenario.load,
+                        "app": scenario.app, "workers": scenario.workers,
+                        "rounds": scenario.rounds(args.rounds), "variants": []}
+                reliability["scenarios"].append(sink)
+                RELIABILITY_RUN[scenario.load](scenario, entries, args, tmp_root, sink, log=log)
+                continue
             run_scenario(scenario, entries, args, counter, t0, results["scenarios"], tmp_root)
     except KeyboardInterrupt:
         log("interrupted: stopping every server, writing what was measured")
@@ -518,12 +564,17 @@ def main(argv=None):
         procs.stop_all()
         results["meta"]["elapsed_s"] = round(time.monotonic() - t0, 1)
         results["meta"]["loadavg_end"] = _loadavg()
+        paths = []
         if results["scenarios"]:
-            paths = report.write_all(results, args.out, plots=not args.no_plots)
-            for p in paths:
-                log("wrote %s" % os.path.relpath(p, os.getcwd()))
+            paths += report.write_all(results, args.out, plots=not args.no_plots)
+        if reliability["scenarios"]:
+            paths += reliability_report.write_all(reliability, args.out)
+        for p in paths:
+            log("wrote %s" % os.path.relpath(p, os.getcwd()))
     failed = [r["name"] for sc in results["scenarios"] for r in sc["servers"]
               if r["status"] == "failed"]
+    failed += [r["label"] for sc in reliability["scenarios"] for r in sc["variants"]
+               if r["status"] == "failed"]
     if args.keep_tmp or failed:
         log("server logs kept in %s" % tmp_root)
     else:

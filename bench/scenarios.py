@@ -10,6 +10,7 @@ ALL_WSGI = ("turbo-sync", "turbo-thread", "turbo-gevent",
             "meinheld", "granian", "bjoern")
 ALL = ALL_WSGI + ("nginx",)
 OURS_AND_STOCK = ALL_WSGI[:9]
+TURBO = ALL_WSGI[:3]
 
 
 @dataclass(frozen=True)
@@ -18,7 +19,7 @@ class Scenario:
     title: str
     app: str                      # key of bench.servers.APPS
     workers: int
-    load: str                     # "wrk" | "ab" | "sequential"
+    load: str                     # "wrk" | "ab" | "sequential"; reliability: "fair" | "kill" | "leak"
     servers: tuple
     connections: int = 50         # wrk -c / ab -c
     # per concurrency style: (wrk connections, gunicorn --threads, --worker-connections)
@@ -58,7 +59,21 @@ SCENARIOS = {s.name: s for s in (
     # from round to round: more rounds cost nothing and steady the median.
     Scenario("herd-8w", "herd and spread: 8 idle workers, sequential one-connection requests",
              "hello", 8, "sequential", ALL, connections=1, min_rounds=5),
+    # The reliability scenarios (bench.fairness, bench.sigkill, bench.leak)
+    # run each turbo class once per accept engine and write reliability.*.
+    # Other work on the machine moves throughput from one run to the next:
+    # five rounds steady the medians of fair-4w.
+    Scenario("fair-4w", "fairness per accept engine: 4 workers, 64 keep-alive connections "
+             "(wrk, answers counted per worker)", "hello", 4, "fair", TURBO, connections=64, min_rounds=5),
+    Scenario("kill-4w", "SIGKILL of the next worker to accept among 4 idle ones: time until "
+             "a new connection is answered", "hello", 4, "kill", TURBO, connections=1,
+             min_rounds=5),
+    Scenario("leak-1m", "RSS growth of 1 worker over a million mixed requests (GET, POST, "
+             "chunked, 404, pipelined pairs)", "mixed", 1, "leak", TURBO, connections=8),
 )}
+
+# loads run by the reliability modules, reported in reliability.json/.md
+RELIABILITY_LOADS = ("fair", "kill", "leak")
 
 # make bench-quick: hello world on every server, the herd with fewer peers
 QUICK_HERD = ("turbo-sync", "turbo-thread", "turbo-gevent",
@@ -69,4 +84,7 @@ PRESETS = {
              "duration": 5.0, "rounds": 3, "warmup": 0.0, "servers_override": {}},
     "quick": {"scenarios": ["hello-1w", "herd-8w"], "duration": 3.0, "rounds": 3,
               "warmup": 0.0, "servers_override": {"herd-8w": QUICK_HERD}},
+    # make bench-reliability: not in "full", whose budget is 15 minutes
+    "reliability": {"scenarios": ["fair-4w", "kill-4w", "leak-1m"], "duration": 5.0,
+                    "rounds": 3, "warmup": 1.0, "servers_override": {}},
 }

@@ -15,6 +15,7 @@ APPS = {
     "hello": "bench.apps.hello:app",
     "flask": "bench.apps.flask_json:app",
     "io": "bench.apps.io_bound:app",
+    "mixed": "bench.apps.mixed:app",
 }
 
 # must match bench.apps.hello.BODY
@@ -33,7 +34,7 @@ class Server:
     needs: tuple = ()           # modules that must import (bench.probe names)
     turbo_class: str = None     # attribute of turboworkers
     stock: tuple = ()           # turbo: names of (python-parser, fast-parser) stock twins
-    apps: tuple = ("hello", "flask", "io")
+    apps: tuple = ("hello", "flask", "io", "mixed")
     tools: tuple = ()           # executables that must be on PATH
     notes: str = ""
 

@@ -431,6 +431,51 @@ def odd(environ, start_response):
     return ODD[_query(environ).get("case", "")](environ, start_response)
 
 
+def live_objects(environ, start_response):
+    """Counters of the compiled parser and response writer in this worker
+    process: {"pid": ..., "live": {class: {"made": n, "freed": m}}}, "live"
+    being null in pure mode. Read while this request is in flight, so its own
+    parser, Request, Body and Response are among the made and not freed.
+    ``?gc=off`` turns the cyclic garbage collector of this process off, so
+    that from then on only what reference counting frees counts as freed."""
+    import gc
+    from turboworkers import _ext
+    if _query(environ).get("gc") == "off":
+        gc.disable()
+    counts = None
+    if _ext.http_parser is not None:
+        counts = dict(_ext.http_parser.live_objects())
+        counts.update(_ext.response.live_objects())
+    return _json_response(start_response, {"pid": os.getpid(), "live": counts})
+
+
+def crash(environ, start_response):
+    """The worker process dies in the middle of this request, before any byte
+    of an answer: ``?how=segv`` (an invalid memory read) or ``?how=exit``
+    (``os._exit(1)``). With ``?marker=PATH`` the pid is written there once
+    the request is in flight; with ``?go=PATH`` the death waits (at most 30
+    s, in steps that let other greenlets run) until that file exists."""
+    import ctypes
+    import resource
+    q = _query(environ)
+    marker = q.get("marker")
+    if marker:
+        with open(marker, "w") as f:
+            f.write(str(os.getpid()))
+    go = q.get("go")
+    if go:
+        deadline = time.monotonic() + 30
+        while not os.path.exists(go) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    how = q.get("how", "segv")
+    if how == "exit":
+        os._exit(1)
+    # no core file in the test's directory
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    ctypes.string_at(0)
+    raise AssertionError("reading address 0 did not crash")
+
+
 ROUTES = {
     "odd": odd,
     "hello": hello,
@@ -453,6 +498,8 @@ ROUTES = {
     "sleep": sleep,
     "multi-headers": multi_headers,
     "close": close_tracking,
+    "live": live_objects,
+    "crash": crash,
 }
 
 

@@ -970,3 +970,156 @@ def test_shared_is_made_once_and_removed_only_by_its_owner(monkeypatch, tmp_path
     finally:
         if accept.Shared.semaphore is not None and accept.Shared.owner == os.getpid():
             accept.Shared.semaphore.remove()
+
+
+# -- AcceptRound: an accept thread's round, without the GIL ---------------------
+
+@pytest.fixture
+def round_parts(tcp_listener):
+    """(listener, epoll watching it, eventfd) for an AcceptRound."""
+    if _accept is None:
+        pytest.skip("turboworkers._accept does not import: %s" % (_ACCEPT_IMPORT_ERROR,))
+    tcp_listener.setblocking(False)
+    ep = _accept.Epoll()
+    ep.register(tcp_listener.fileno(), True)
+    efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+    clients = []
+    try:
+        yield tcp_listener, ep, efd, clients
+    finally:
+        for c in clients:
+            c.close()
+        ep.close()
+        os.close(efd)
+
+
+def _connect(listener, clients, n=1):
+    for _ in range(n):
+        clients.append(client_of(listener))
+
+
+def _close_accepted(got):
+    for _, fd, _ in got:
+        os.close(fd)
+
+
+def _woken(efd):
+    try:
+        return int.from_bytes(os.read(efd, 8), "little")
+    except BlockingIOError:
+        return 0
+
+
+@needs_cython
+def test_accept_round_keeps_its_turn_at_the_semaphore_for_turn_accepts(round_parts, semaphore):
+    listener, ep, efd, clients = round_parts
+    rnd = _accept.AcceptRound(ep, efd, 16, 3, semaphore)
+    for i in range(3):
+        _connect(listener, clients)
+        got, err, fatal, busy = rnd.round(16, WAIT)
+        assert (len(got), err, fatal, busy) == (1, 0, 0, False)
+        assert got[0][0] == listener.fileno()
+        assert got[0][2] == clients[-1].getsockname()
+        _close_accepted(got)
+        rnd.pending = 0
+        # held between the connections of a turn, given back after the third
+        assert rnd.holding == (i < 2)
+        assert semaphore.value() == (0 if i < 2 else 1)
+
+
+@needs_cython
+def test_accept_round_takes_no_more_than_the_rest_of_its_turn(round_parts, semaphore):
+    listener, ep, efd, clients = round_parts
+    rnd = _accept.AcceptRound(ep, efd, 16, 2, semaphore)
+    _connect(listener, clients, 3)
+    wait_until(lambda: ep.wait(0), "connections in the backlog")
+    got, err, fatal, busy = rnd.round(16, WAIT)
+    assert len(got) == 2 and not rnd.holding and semaphore.value() == 1
+    _close_accepted(got)
+    rnd.pending = 0
+    got, _, _, _ = rnd.round(16, WAIT)
+    assert len(got) == 1 and rnd.holding
+    _close_accepted(got)
+    rnd.give_back()
+    assert not rnd.holding and semaphore.value() == 1
+    rnd.give_back()  # not held: nothing happens
+    assert semaphore.value() == 1
+
+
+@needs_cython
+def test_accept_round_idle_holder_lets_the_semaphore_go(round_parts, semaphore):
+    _, ep, efd, _ = round_parts
+    rnd = _accept.AcceptRound(ep, efd, 16, 16, semaphore)
+    assert rnd.round(16, 0.05) == ([], 0, 0, False)
+    assert not rnd.holding and semaphore.value() == 1
+
+
+@needs_cython
+def test_accept_round_waits_for_a_semaphore_held_elsewhere(round_parts, semaphore):
+    listener, ep, efd, clients = round_parts
+    rnd = _accept.AcceptRound(ep, efd, 16, 16, semaphore)
+    assert semaphore.acquire(0)
+    _connect(listener, clients)
+    assert rnd.round(16, 0.05) == ([], 0, 0, False)   # not its turn
+    assert not rnd.holding
+    semaphore.release()
+    got, _, _, _ = rnd.round(16, WAIT)
+    assert len(got) == 1 and rnd.holding and semaphore.value() == 0
+    _close_accepted(got)
+    rnd.give_back()
+
+
+@needs_cython
+def test_accept_round_passes_its_turn_while_the_loop_has_not_taken_the_last_batch(
+        round_parts, semaphore):
+    listener, ep, efd, clients = round_parts
+    rnd = _accept.AcceptRound(ep, efd, 16, 16, semaphore)
+    _connect(listener, clients)
+    got, _, _, _ = rnd.round(16, WAIT)
+    assert len(got) == 1 and rnd.pending == 1
+    _close_accepted(got)
+    _connect(listener, clients)
+    # the event loop has not cleared ``pending``: the new connection stays
+    # in the backlog and the semaphore goes to the others
+    assert rnd.round(16, WAIT) == ([], 0, 0, True)
+    assert not rnd.holding and semaphore.value() == 1
+    rnd.pending = 0
+    got, _, _, busy = rnd.round(16, WAIT)
+    assert len(got) == 1 and not busy
+    _close_accepted(got)
+    rnd.give_back()
+
+
+@needs_cython
+def test_accept_round_wakes_the_loop_as_the_next_round_starts(round_parts):
+    listener, ep, efd, clients = round_parts
+    rnd = _accept.AcceptRound(ep, efd, 16)      # no mutex: every round accepts
+    assert rnd.holding
+    rnd.flush()                                  # nothing due: no wake-up
+    assert _woken(efd) == 0
+    _connect(listener, clients, 2)
+    wait_until(lambda: ep.wait(0), "connections in the backlog")
+    got, _, _, _ = rnd.round(1, WAIT)
+    assert len(got) == 1 and rnd.holding
+    _close_accepted(got)
+    rnd.notify_next()
+    assert _woken(efd) == 0                      # not yet
+    rnd.pending = 0
+    got, _, _, _ = rnd.round(16, WAIT)
+    assert _woken(efd) == 1 and len(got) == 1
+    _close_accepted(got)
+    rnd.notify_next()
+    rnd.flush()
+    assert _woken(efd) == 1
+    rnd.notify()
+    assert _woken(efd) == 1
+
+
+@needs_cython
+def test_accept_round_reports_a_removed_semaphore_as_fatal(round_parts):
+    _, ep, efd, _ = round_parts
+    sem = _accept.Semaphore.create()
+    sem.remove()
+    rnd = _accept.AcceptRound(ep, efd, 16, 16, sem)
+    got, err, fatal, busy = rnd.round(16, 0.05)
+    assert got == [] and fatal in (errno.EINVAL, errno.EIDRM) and not rnd.holding

@@ -590,3 +590,265 @@ def test_readme_splice():
                   "<!-- bench:end -->\n\nmore\n"
     assert report.splice_readme(new, snippet) == (new, True)
     assert report.splice_readme("# no markers\n", snippet) == ("# no markers\n", False)
+
+
+# ------------------------------------------------------------------ reliability scenarios
+
+# wrk 4.1.0 with bench/lua/tally.lua against 4 GeventMutexWorker workers
+WRK_TALLY = """\
+Running 2s test @ http://127.0.0.1:54827/
+  2 threads and 8 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     2.55ms    4.72ms  39.86ms   87.24%
+    Req/Sec    32.73k     3.15k   40.43k    82.93%
+  Latency Distribution
+     50%  109.00us
+     75%  170.00us
+     90%    6.93ms
+     99%   23.36ms
+  133230 requests in 2.10s, 22.62MB read
+Requests/sec:  63457.39
+Transfer/sec:     10.77MB
+tally 27180 68407
+tally 27183 64823
+"""
+
+# wrk 4.1.0 with bench/lua/mixed.lua (mode single) against EpollThreadWorker
+WRK_MIXED = """\
+Running 10s test @ http://127.0.0.1:38851/
+  2 threads and 8 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   142.29us  115.50us   3.12ms   97.90%
+    Req/Sec    24.93k   678.82    25.41k   100.00%
+  10000 requests in 10.00s, 1.71MB read
+  Non-2xx or 3xx responses: 2000
+Requests/sec:    999.98
+Transfer/sec:    175.19KB
+status 200 8000
+status 404 2000
+"""
+
+
+def test_wrk_argv_with_script():
+    argv = loadgen.wrk_argv("http://h/", 64, 5, threads=2, script="x.lua", script_args=("pair",))
+    assert argv[argv.index("-s") + 1] == "x.lua"
+    assert argv[-3:] == ["http://h/", "--", "pair"]    # script arguments after the URL
+    assert "--" not in loadgen.wrk_argv("http://h/", 64, 5, script="x.lua")
+
+
+def test_parse_tally():
+    assert loadgen.parse_tally(WRK_TALLY) == {27180: 68407, 27183: 64823}
+    assert loadgen.parse_wrk(WRK_TALLY)["requests"] == 133230
+    assert loadgen.parse_tally("tally none 3\ntally 12 4\ntally 12 1\n") == {None: 3, 12: 5}
+    assert loadgen.parse_tally(WRK_OK) == {}
+
+
+def test_parse_statuses():
+    assert loadgen.parse_statuses(WRK_MIXED) == {200: 8000, 404: 2000}
+    # wrk counts the expected 404s as failures: the scenario uses the statuses instead
+    assert loadgen.parse_wrk(WRK_MIXED)["failed"] == 2000
+
+
+def test_fair_round_figures():
+    from bench import fairness
+    wrk = loadgen.parse_wrk(WRK_TALLY)
+    tally = {10: 300, 11: 100, 12: 100, 99: 7, None: 3}
+    fig = fairness.round_figures(wrk, tally, [10, 11, 12, 13])
+    assert fig["per_worker"] == [300, 100, 100, 0]       # an idle worker counts as 0
+    assert fig["unknown_pid_requests"] == 10
+    assert fig["counted"] == 510
+    assert fig["jain"] == pytest.approx(500 ** 2 / (4 * 110000))
+    assert fig["rps"] == wrk["rps"]
+
+
+def test_fair_summary_against_the_fastest_engine_of_the_class():
+    from bench import fairness
+
+    def rec(name, engine, rps, jain=1.0):
+        return {"name": name, "engine": engine, "label": "%s/%s" % (name, engine),
+                "status": "ok", "runs": [{"round": i + 1, "rps": v, "jain": jain,
+                                          "per_worker": [1, 1, 1, 1], "failed": 0}
+                                         for i, v in enumerate(rps)]}
+    recs = [rec("turbo-sync", "sem", [100, 90, 110]), rec("turbo-sync", "none", [50, 90, 55]),
+            rec("turbo-thread", "epoll", [1000, 1000, 1000], jain=0.5)]
+    fairness.summarize(recs)
+    sem, none, thread = (r["summary"] for r in recs)
+    assert sem["fastest"] == "sem" and sem["vs_fastest"] == 1.0
+    assert none["vs_fastest"] == pytest.approx(0.5)      # 0.5, 1.0, 0.5 round by round
+    # another class is not compared with turbo-sync
+    assert thread["fastest"] == "epoll" and thread["vs_fastest"] == 1.0
+    assert thread["jain"] == 0.5 and thread["jain_min"] == 0.5
+
+
+def test_fair_and_kill_engines_are_accept_engines():
+    from bench import fairness, sigkill
+    from turboworkers import accept
+    for table in (fairness.ENGINES, sigkill.ENGINES):
+        for server, engines in table.items():
+            assert SERVERS[server].family == "turbo"
+            assert set(engines) <= set(accept.ENGINES)
+    assert "none" in fairness.ENGINES["turbo-sync"]      # the stock-like baseline
+
+
+def test_mutex_holder_from_wait_channels():
+    from bench.sigkill import mutex_holder
+    sync_sem = {1: ["do_epoll_wait"], 2: ["__do_semtimedop"], 3: ["__do_semtimedop"],
+                4: ["__do_semtimedop"]}
+    assert mutex_holder(sync_sem) == 1
+    sync_fcntl = {1: ["fcntl_setlk", "hrtimer_nanosleep"], 2: ["do_epoll_wait", "futex_do_wait"],
+                  3: ["fcntl_setlk", "hrtimer_nanosleep"]}
+    assert mutex_holder(sync_fcntl) == 2
+    # a gevent worker's hub sleeps in epoll_wait beside its accepting thread
+    gevent_sem = {1: ["__do_semtimedop", "do_epoll_wait"], 2: ["do_epoll_wait", "do_epoll_wait"],
+                  3: ["__do_semtimedop", "do_epoll_wait"]}
+    assert mutex_holder(gevent_sem) == 2
+    # a holder between two waits ("0": running) or two candidates: no answer yet
+    assert mutex_holder({1: ["0"], 2: ["__do_semtimedop"]}) is None
+    assert mutex_holder({1: ["do_epoll_wait"], 2: ["do_epoll_wait"],
+                         3: ["__do_semtimedop"]}) is None
+    assert mutex_holder({1: ["do_epoll_wait"]}) is None
+
+
+def test_task_wchans_and_zombies(tmp_path):
+    for tid, wchan in ((70, "do_epoll_wait"), (71, "0")):
+        d = tmp_path / "70" / "task" / str(tid)
+        d.mkdir(parents=True)
+        (d / "wchan").write_text(wchan)
+    assert procfs.task_wchans(70, root=str(tmp_path)) == {70: "do_epoll_wait", 71: "0"}
+    assert procfs.task_wchans(71, root=str(tmp_path)) == {}
+    _proc(tmp_path, 80, 1)
+    (tmp_path / "81").mkdir()
+    (tmp_path / "81" / "stat").write_text("81 (python) Z 1 81 81 0 -1\n")
+    assert not procfs.is_zombie(80, root=str(tmp_path))
+    assert procfs.is_zombie(81, root=str(tmp_path))
+    assert procfs.is_zombie(82, root=str(tmp_path))      # gone
+
+
+def test_kill_summary():
+    from bench import sigkill
+
+    def run(i, t, during=(), after=0, how="mutex holder (do_epoll_wait)"):
+        return {"round": i, "recovery_s": t, "failed_during": list(during),
+                "failed_after": after, "victim_was": how, "all_answered_before": True}
+    rec = {"status": "ok", "runs": [run(1, 0.004), run(2, 0.002), run(3, 0.5, ["TimeoutError"]),
+                                    run(4, 0.003, after=1, how="answered the last request"),
+                                    {"round": 5, "error": "x"}]}
+    s = sigkill.summarize([rec])[0]["summary"]
+    assert s["rounds"] == 4 and s["errors"] == 1
+    assert s["recovery_median_s"] == pytest.approx(0.0035)
+    assert s["recovery_max_s"] == 0.5
+    assert (s["failed_during"], s["failed_after"], s["holder_found"]) == (1, 1, 3)
+    rec["runs"].append(run(6, None))
+    s = sigkill.summarize([rec])[0]["summary"]
+    assert s["unrecovered"] == 1 and s["recovery_max_s"] is None
+
+
+def test_leak_step_seconds():
+    from bench.leak import step_seconds
+    assert step_seconds(0, 1000000, None, 180, step=3) == 3          # no rate yet
+    assert step_seconds(900000, 1000000, 50000, 180, step=3) == 2    # 100k left at 50k/s
+    assert step_seconds(999000, 1000000, 50000, 180, step=3) == 1    # at least a second
+    assert step_seconds(0, 1000000, 10000, 1.5, step=3) == 1         # the time limit
+    assert step_seconds(0, 1000000, 10000, 0.5, step=3) == 0
+    assert step_seconds(1000000, 1000000, 10000, 100, step=3) == 0
+
+
+def test_leak_growth():
+    from bench.leak import growth
+    samples = [(50000, 20000), (120000, 20480), (600000, 21000), (1000000, 21504)]
+    g = growth(samples, warm=100000)
+    assert g["baseline"] == (120000, 20480) and g["end"] == (1000000, 21504)
+    assert g["growth_mb"] == pytest.approx(1.0)
+    # no sample after the baseline: nothing measured
+    assert growth([(50000, 20000), (150000, 20000)], warm=100000)["growth_mb"] is None
+    assert growth([], warm=1)["growth_mb"] is None
+
+
+def test_leak_modes():
+    from bench.leak import modes_for
+    assert modes_for(SERVERS["turbo-sync"]) == ("single",)    # one request per connection
+    assert modes_for(SERVERS["turbo-gevent"]) == ("single", "pair")
+
+
+def test_variant_environment():
+    from bench import variants
+    env = {"PATH": "/bin", "TURBOWORKERS_EPOLL_ROTATE": "3", "TURBOWORKERS_ACCEPT": "queue"}
+    assert variants.server_env(env, "sem") == {"PATH": "/bin", "TURBOWORKERS_ACCEPT": "sem"}
+    assert variants.server_env(env, None) == {"PATH": "/bin"}
+    assert env["TURBOWORKERS_ACCEPT"] == "queue"                # the harness's own is untouched
+    out = variants.expand([(SERVERS["turbo-thread"], None), (SERVERS["turbo-sync"], "x")],
+                          {"turbo-thread": ("epoll", "none")})
+    assert [(v.label, r) for v, r in out] == [("turbo-thread/epoll", None),
+                                              ("turbo-thread/none", None),
+                                              ("turbo-sync/default", "x")]
+
+
+def test_mixed_app():
+    import io
+    from bench.apps import mixed
+    seen = {}
+
+    def start_response(status, headers):
+        seen["status"], seen["headers"] = status, dict(headers)
+
+    def call(path, body=b""):
+        env = {"PATH_INFO": path, "wsgi.input": io.BytesIO(body)}
+        out = b"".join(mixed.app(env, start_response))
+        assert seen["headers"]["Content-Length"] == str(len(out))
+        assert seen["headers"]["X-Worker-Pid"] == str(os.getpid())
+        return seen["status"], out
+    assert call("/") == ("200 OK", b"Hello, World!")
+    assert call("/upload", b"x" * 20000) == ("200 OK", b"read 20000 bytes")
+    assert call("/missing")[0] == "404 Not Found"
+
+
+def test_reliability_preset():
+    from bench.scenarios import RELIABILITY_LOADS
+    assert PRESETS["reliability"]["scenarios"] == ["fair-4w", "kill-4w", "leak-1m"]
+    for name in ("full", "quick"):
+        assert not any(SCENARIOS[n].load in RELIABILITY_LOADS for n in PRESETS[name]["scenarios"])
+    from bench.run import estimate_seconds, parse_args, plan
+    args = parse_args(["--preset", "reliability", "--leak-seconds", "30"])
+    assert args.leak_requests == 1000000 and args.leak_seconds == 30
+    probe = {"turboworkers": {"ok": True}, "modules": {"gevent": {"ok": True}},
+             "turbo": {n: {"ok": True} for n in ("SyncMutexWorker", "EpollThreadWorker",
+                                                  "GeventMutexWorker")}}
+    the_plan = plan(args, probe)
+    assert [s.name for s, _ in the_plan] == ["fair-4w", "kill-4w", "leak-1m"]
+    assert estimate_seconds(the_plan, args) > 3 * 30               # leak runs per server
+    with pytest.raises(SystemExit):
+        parse_args(["--leak-seconds", "0"])
+
+
+def test_reliability_report(tmp_path):
+    from bench import reliability_report
+    fair = {"name": "turbo-sync", "engine": "sem", "label": "turbo-sync/sem", "status": "ok",
+            "runs": [{"round": 1, "rps": 100.0, "jain": 0.99, "per_worker": [25, 25, 24, 26],
+                      "failed": 0, "p99_ms": 3.0}]}
+    kill = {"name": "turbo-sync", "engine": "sem", "label": "turbo-sync/sem", "status": "ok",
+            "runs": [{"round": 1, "recovery_s": 0.004, "failed_during": [], "failed_after": 0,
+                      "victim_was": "mutex holder (do_epoll_wait)",
+                      "all_answered_before": True}]}
+    leak = {"name": "turbo-thread", "engine": None, "label": "turbo-thread/default",
+            "status": "ok", "runs": [{"round": 1, "requests": 400000, "target": 1000000,
+                                      "seconds": 180.0, "statuses": {"200": 320000,
+                                                                     "404": 80000},
+                                      "failed": 0, "baseline": [120000, 20480],
+                                      "end": [400000, 20992], "growth_mb": 0.5}]}
+    skipped = {"name": "turbo-gevent", "engine": "sem", "label": "turbo-gevent/sem",
+               "status": "skipped", "reason": "not installed", "runs": []}
+    meta = {"date": "d", "nproc": 2, "kernel": "k", "machine": "m", "command": "c",
+            "preset": "reliability", "rounds": 1, "duration_s": 5, "warmup_s": 1,
+            "leak_requests": 1000000, "leak_seconds": 180}
+    results = {"meta": meta, "scenarios": [
+        {"name": "fair-4w", "title": "t", "load": "fair", "rounds": 1,
+         "variants": [fair, skipped]},
+        {"name": "kill-4w", "title": "t", "load": "kill", "rounds": 1, "variants": [kill]},
+        {"name": "leak-1m", "title": "t", "load": "leak", "rounds": 1, "variants": [leak]}]}
+    paths = reliability_report.write_all(results, str(tmp_path))
+    assert sorted(os.path.basename(p) for p in paths) == ["reliability.json", "reliability.md"]
+    md = (tmp_path / "reliability.md").read_text()
+    assert "| turbo-sync | sem | 100 | 0.990 (0.990) ✓ | 26 25 25 24 | 100% ✓ |" in md
+    assert "| turbo-sync | sem | 1 | 0.004 | 0.004 ✓ | 0 / 0 | 1 of 1 | 1 of 1 |" in md
+    assert "400000 (time limit; target 1000000)" in md and "0.50 ✓" in md
+    assert "not run: **turbo-gevent/sem**: not installed" in md

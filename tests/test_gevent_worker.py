@@ -672,7 +672,8 @@ def test_sigkill_and_hup_with_two_listeners(gunicorn_server):
         assert time.monotonic() < deadline, "old workers still alive after HUP"
         time.sleep(0.02)
     served = set()
-    for i in range(10):
+    # a turn at the semaphore is 16 connections: 40 see both workers
+    for i in range(40):
         resp = srv.get("/_/pid", listener=i % 2, timeout=20)
         assert resp.status == 200 and int(resp.body) in new
         served.add(int(resp.body))
@@ -743,3 +744,34 @@ def test_stuck_worker_does_not_hoard_connections(gunicorn_server, tmp_path):
     assert len(during) >= 10, "the spin ended too early to tell: %r" % (quick,)
     assert len(hoarded) <= 4, "%d of %d requests sent during the spin waited for it" % (
         len(hoarded), len(during))
+
+
+def test_worker_near_worker_connections_gives_its_turn_away(gunicorn_server, tmp_path):
+    """Past 7/8 of ``worker_connections`` open (14 of 16), a worker sits out:
+    its turn at the semaphore (16 accepts) goes to the other worker, which
+    takes the next connections."""
+    srv = gunicorn_server(name="gevent-shed", worker_class=GEVENT, workers=2,
+                          args=COMMON_ARGS + ["--worker-connections", "16"])
+    slow, in_app = [], {}
+    try:
+        # one turn is 16 accepts: these 15 go to the worker holding the turn
+        while max(in_app.values(), default=0) < 15 and len(slow) < 29:
+            marker = tmp_path / ("slow-%d" % len(slow))
+            c = _connection(srv, timeout=60)
+            slow.append(c)
+            c.request("GET", "/_/sleep?s=6&marker=%s" % marker)
+            deadline = time.monotonic() + 20
+            while not (marker.exists() and marker.read_text()):
+                assert time.monotonic() < deadline, "a slow request never reached the app"
+                time.sleep(0.01)
+            pid = int(marker.read_text())
+            in_app[pid] = in_app.get(pid, 0) + 1
+        busy_pid = max(in_app, key=in_app.get)
+        assert in_app[busy_pid] == 15
+        for _ in range(3):
+            resp = srv.get("/_/pid", timeout=30)
+            assert resp.status == 200
+            assert int(resp.body) != busy_pid
+    finally:
+        for c in slow:
+            c.close()

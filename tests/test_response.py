@@ -76,17 +76,42 @@ class MockSock:
         return len(data)
 
 
+_DIRECT_CLASS = []
+
+
+def direct_gevent_socket_class():
+    """A gevent socket class registered with register_socket_class (as the
+    gevent worker registers gevent's), counting the sendall calls made on
+    it; the plain gevent class stays unregistered for the "gevent" kind."""
+    if not _DIRECT_CLASS:
+        gsocket = pytest.importorskip("gevent.socket")
+
+        class Counting(gsocket.socket):
+            sendalls = 0
+
+            def sendall(self, data, flags=0):
+                type(self).sendalls += 1
+                return super().sendall(data, flags)
+
+        _response.register_socket_class(Counting)
+        _DIRECT_CLASS.append(Counting)
+    return _DIRECT_CLASS[0]
+
+
 @contextlib.contextmanager
 def real_socket(kind):
     """Yield (writer socket, bytearray that holds all the peer read once the
     block is left); a thread drains the peer so no write can block for good."""
-    if kind in ("pair", "gevent"):
+    if kind in ("pair", "gevent", "gevent-direct"):
         w, r = socket.socketpair()
         if kind == "gevent":
             # a socket-like that is not a stdlib socket: ours must stay on
             # its sendall/sendfile
             gsocket = pytest.importorskip("gevent.socket")
             w = gsocket.socket(fileno=w.detach())
+        elif kind == "gevent-direct":
+            # a gevent socket of a class registered for direct writes
+            w = direct_gevent_socket_class()(fileno=w.detach())
     else:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as lst:
             lst.bind(("127.0.0.1", 0))
@@ -344,9 +369,25 @@ def test_table_socketpair(status, method, version):
         compare(case, "pair")
 
 
-def test_table_gevent_socket():
+@pytest.mark.parametrize("kind", ["gevent", "gevent-direct"])
+def test_table_gevent_socket(kind):
     for case in table_cases("200 OK", "GET", (1, 1)):
-        compare(case, "gevent")
+        compare(case, kind)
+
+
+def test_registered_socket_class_is_written_with_sendmsg_first():
+    cls = direct_gevent_socket_class()
+    small = Case([("start", "200 OK", [("Content-Length", "5")]), ("list", [b"hello"])])
+    before = cls.sendalls
+    ours = run("ours", small, "gevent-direct")
+    assert ours == run("gunicorn", small, "gevent")
+    assert cls.sendalls == before           # one sendmsg took it all
+    # more than the socket buffer takes at once: the rest through its sendall
+    big = bytes(range(256)) * 8192
+    large = Case([("start", "200 OK", []), ("list", [big, b"tail"])])
+    ours = run("ours", large, "gevent-direct")
+    assert ours == run("gunicorn", large, "gevent")
+    assert cls.sendalls > before
 
 
 def test_uwsgi_is_never_chunked():
@@ -358,7 +399,7 @@ def test_uwsgi_is_never_chunked():
                          uwsgi=True), kind)
 
 
-@pytest.mark.parametrize("kind", ["mock", "pair", "tcp", "gevent"])
+@pytest.mark.parametrize("kind", ["mock", "pair", "tcp", "gevent", "gevent-direct"])
 @pytest.mark.parametrize("headers", [[], [("Content-Length", "3000000")],
                                      [("Content-Length", "1234567")]])
 def test_large_bodies(kind, headers):
@@ -505,7 +546,7 @@ FILE_HEADERS = {"none": [], "cl5": [("Content-Length", "5")],
                 "cl-long": [("Content-Length", "400000")], "cl0": [("Content-Length", "0")]}
 
 
-@pytest.mark.parametrize("kind", ["mock", "pair", "tcp", "gevent"])
+@pytest.mark.parametrize("kind", ["mock", "pair", "tcp", "gevent", "gevent-direct"])
 @pytest.mark.parametrize("sendfile", [True, False])
 @pytest.mark.parametrize("is_ssl", [False, True])
 def test_write_file(files, kind, sendfile, is_ssl):

@@ -4,6 +4,7 @@ Real gunicorn processes (tests/servers.py) on loopback; the same tests run in
 accelerated and in pure mode. No duration is asserted: waits are bounded only
 so that a hang fails, and the head-of-line test asserts an order of events.
 """
+import collections
 import hashlib
 import json
 import os
@@ -408,6 +409,71 @@ def test_worker_connections_caps_open_connections(gunicorn_server):
     finally:
         for c in held:
             c.close()
+
+
+def test_burst_larger_than_an_accept_batch_is_served(gunicorn_server):
+    # The listener is edge-triggered: connections that arrive while the only
+    # thread is in the application are reported once. The thread then takes
+    # them in batches; a backlog left after a full batch must be reported
+    # again, or those clients would wait for some later connection.
+    # (rotation every 1000 accepts: the periodic re-registration must not
+    # be what rescues the backlog here)
+    srv = gunicorn_server(name="burst", worker_class=TURBO_THREAD,
+                          args=["--threads", "1", "--worker-connections", "200"],
+                          env={"TURBOWORKERS_EPOLL_ROTATE": "1000"})
+    slow = _client(srv)
+    burst = []
+    try:
+        slow.send(slow.get("/_/sleep?s=1"))
+        for _ in range(45):
+            c = _client(srv)
+            burst.append(c)
+            c.send(c.get("/_/hello", b"Connection: close\r\n"))
+        assert slow.read()[0] == 200
+        for c in burst:
+            assert c.read()[0] == 200
+    finally:
+        slow.close()
+        for c in burst:
+            c.close()
+
+
+def test_busy_worker_leaves_the_accept_rotation(gunicorn_server, tmp_path):
+    # 16 threads: past 14 busy, a worker stops taking new connections while
+    # another worker can. Rotation every 1000 accepts: the kernel then wakes
+    # the first worker in its line for every connection (the one that takes
+    # the slow requests below), so only load shedding sends the fast ones
+    # to the other worker.
+    srv = gunicorn_server(name="shed", worker_class=TURBO_THREAD, workers=2,
+                          args=["--threads", "16", "--timeout", "60"],
+                          env={"TURBOWORKERS_EPOLL_ROTATE": "1000"})
+    slow, in_app = [], collections.Counter()
+    try:
+        while max(in_app.values(), default=0) < 15 and len(slow) < 29:
+            marker = tmp_path / ("slow-%d" % len(slow))
+            c = _client(srv)
+            slow.append(c)
+            c.send(c.get("/_/sleep?s=6&marker=%s" % marker))
+            assert _wait_for_file(marker), "a slow request never reached the app"
+            in_app[int(marker.read_text())] += 1
+        busy_pid, count = in_app.most_common(1)[0]
+        assert count == 15
+        for _ in range(3):
+            resp = srv.get("/_/pid")
+            assert resp.status == 200
+            assert int(servers.header(resp, "X-Worker-Pid")[0]) != busy_pid
+    finally:
+        for c in slow:
+            c.close()
+
+
+def _wait_for_file(path, timeout=20.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if path.exists() and path.read_text():
+            return True
+        time.sleep(0.01)
+    return False
 
 
 def test_idle_keep_alive_connection_is_closed_after_keepalive(gunicorn_server):

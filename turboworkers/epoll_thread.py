@@ -37,9 +37,34 @@ from gunicorn.workers import base
 from turboworkers import accept as _accept
 from turboworkers import glue
 
+try:
+    # epoll and non-blocking reads that keep the GIL (see cext/.../_poll.pyx)
+    from turboworkers._poll import Poller as _Poller, recv_nowait as _recv_nowait
+except ImportError:  # no compiled extension: the standard library's
+    _Poller = _recv_nowait = None
+
+
+class _StdPoller:
+    """``_poll.Poller`` on select.epoll, where the extension is missing."""
+
+    def __init__(self):
+        self._ep = select.epoll()
+        self.register = self._ep.register
+        self.modify = self._ep.modify
+        self.unregister = self._ep.unregister
+        self.close = self._ep.close
+
+    def poll_one(self, timeout):
+        try:
+            events = self._ep.poll(timeout, 1)
+        except InterruptedError:
+            return -1
+        return events[0][0] if events else -1
+
 _EPOLLIN = select.EPOLLIN
 _ONESHOT = select.EPOLLONESHOT
 _EXCLUSIVE = select.EPOLLEXCLUSIVE
+_ET = select.EPOLLET
 _ARM = _EPOLLIN | _ONESHOT
 _DONTWAIT = socket.MSG_DONTWAIT
 
@@ -62,6 +87,8 @@ _DRAIN_MAX_BYTES = 65536
 
 # connections one wake-up of a listener may accept
 _ACCEPT_BATCH = 16
+# after an accept error other than "nothing there" (EMFILE, ENOBUFS...)
+_ACCEPT_ERROR_PAUSE = 0.1
 
 _IDLE, _BUSY, _CLOSED = 0, 1, 2
 _QUIET_ERRNOS = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN)
@@ -223,13 +250,17 @@ class EpollThreadWorker(base.Worker):
         self._conns = {}
         self._nconns = 0
         self._busy = 0
+        self._shedding = False
+        self._capped = False
+        self._rejoin = False
+        self._lazy_rejoin = self._exclusive and cfg.workers > 1
         self._accepted = 0
         self._accepting = False
         self._exiting = False
         self._stopping = False
         self._sealed = False
 
-        self._ep = select.epoll()
+        self._ep = _Poller() if _Poller is not None else _StdPoller()
         self._listeners = {}
         self._names = {}
         for listener in self.sockets:
@@ -242,6 +273,12 @@ class EpollThreadWorker(base.Worker):
             self._set_accepting(True)
 
         nthreads = max(1, cfg.threads)
+        # Load shedding: a process with more than 7/8 of its threads busy
+        # leaves the exclusive rotation until it drops below, so the next
+        # connections go to workers with threads to spare. Only when there
+        # are other workers to take them, and not for "none" (stock-like).
+        self._shed_above = nthreads * 7 // 8 \
+            if self._exclusive and cfg.workers > 1 else None
         self.log.debug("turboworkers: %d threads on one epoll, listeners %s", nthreads,
                        "exclusive" if self._exclusive else "shared")
         self._threads = []
@@ -258,9 +295,17 @@ class EpollThreadWorker(base.Worker):
     # -- the listeners (called with the lock held) ---------------------------
 
     def _listener_mask(self):
-        return _EPOLLIN | _EXCLUSIVE if self._exclusive else _EPOLLIN
+        # Edge-triggered: a level-triggered listener stays on the epoll's
+        # ready list after it is reported, and the kernel then wakes a second
+        # thread of this process for the same connection (which finds nothing
+        # to accept), and that one a third. With EPOLLET one connection wakes
+        # one thread; the price is that the backlog must be drained to
+        # EAGAIN, or the listener registered again (see _accept_more).
+        return _EPOLLIN | _EXCLUSIVE | _ET if self._exclusive else _EPOLLIN
 
     def _set_accepting(self, on):
+        if on:
+            self._rejoin = False
         if on == self._accepting:
             return
         for fd in self._listeners:
@@ -275,10 +320,26 @@ class EpollThreadWorker(base.Worker):
 
     def _rotate_listeners(self):
         # EPOLL_CTL_DEL + ADD puts this process at the back of the line of
-        # exclusive waiters, so the next connections wake the others first
+        # exclusive waiters, so the next connections wake the others first.
+        # An ADD of a listener with connections waiting reports it at once,
+        # but only to this process (the others were not woken for those
+        # connections): were the ADD made now, this process's threads would
+        # drain a whole burst of connections. So with other workers the ADD
+        # waits until a thread of this process has nothing else to do (or a
+        # connection ends); meanwhile new connections wake the others, and
+        # take from the backlog in the order it came.
         if self._accepting:
             self._set_accepting(False)
-            self._set_accepting(True)
+            if self._lazy_rejoin:
+                self._rejoin = True
+            else:
+                self._set_accepting(True)
+
+    def _rejoin_rotation(self):
+        with self._lock:
+            if self._rejoin:
+                self._rejoin = False
+                self._resume_accepting()
 
     # -- the main thread: a light timer --------------------------------------
 
@@ -375,6 +436,12 @@ class EpollThreadWorker(base.Worker):
         with self._lock:
             if self._sealed:
                 return None
+            if not self._accepting and not self._stopping:
+                # Out of the rotation (or shedding, or at worker_connections)
+                # since this thread was woken: the connection is left to the
+                # workers in line. Without this, every thread of this process
+                # woken before the rotation would still take one.
+                return None
             try:
                 sock, addr = raw.accept()
             except OSError as e:
@@ -384,9 +451,10 @@ class EpollThreadWorker(base.Worker):
             conn = _Conn(sock, addr, raw, self._names[raw.fileno()])
             self._conns[conn.fd] = conn
             self._nconns += 1
-            self._busy += 1
+            self._one_more_busy()
             self._accepted += 1
-            if self._nconns >= self._max_conns and self._accepting:
+            if self._nconns >= self._max_conns and not self._capped:
+                self._capped = True
                 self._set_accepting(False)
                 self.log.debug("turboworkers: %d connections open (worker_connections), "
                                "accepting paused", self._nconns)
@@ -420,6 +488,12 @@ class EpollThreadWorker(base.Worker):
             if conn is None:
                 return
             self._rearm(conn, self._request_wait)
+        # The batch is full and the backlog may not be empty: an
+        # edge-triggered listener would not be reported again until the next
+        # connection arrives. Registering it again reports it at once if it
+        # is still ready (and sends this process to the back of the line).
+        with self._lock:
+            self._rotate_listeners()
 
     def _claim(self, fd):
         # An event can be stale: its connection was closed meanwhile and the
@@ -431,7 +505,7 @@ class EpollThreadWorker(base.Worker):
             if conn is None or conn.state != _IDLE:
                 return None
             conn.state = _BUSY
-            self._busy += 1
+            self._one_more_busy()
         return conn
 
     def _rearm(self, conn, wait):
@@ -440,7 +514,7 @@ class EpollThreadWorker(base.Worker):
             if conn.state != _BUSY:
                 return
             conn.state = _IDLE
-            self._busy -= 1
+            self._one_less_busy()
             if conn.registered:
                 self._ep.modify(conn.fd, _ARM)
             else:
@@ -453,15 +527,41 @@ class EpollThreadWorker(base.Worker):
         if conn.state == _CLOSED:
             return False
         if conn.state == _BUSY:
-            self._busy -= 1
+            self._one_less_busy()
         conn.state = _CLOSED
         self._conns.pop(conn.fd, None)
         self._nconns -= 1
-        if not self._accepting and self.alive and not self._stopping \
-                and self._nconns < self._max_conns:
-            self._set_accepting(True)
-            self.log.debug("turboworkers: accepting resumed")
+        if conn.parser is not None and self._accelerated:
+            # its last Request and Body refer back to it: without this, a
+            # connection ended by the keep-alive bound or a socket error
+            # would wait for the cyclic collector
+            conn.parser.close()
+        self._resume_accepting()
         return True
+
+    def _resume_accepting(self):
+        # with the lock held
+        if self._capped and self._nconns < self._max_conns:
+            self._capped = False
+            self.log.debug("turboworkers: accepting resumed")
+        if not self._accepting and self.alive and not self._stopping \
+                and not self._shedding and not self._capped:
+            self._set_accepting(True)
+
+    def _one_more_busy(self):
+        # with the lock held
+        self._busy += 1
+        if self._shed_above is not None and self._busy > self._shed_above \
+                and not self._shedding:
+            self._shedding = True
+            self._set_accepting(False)
+
+    def _one_less_busy(self):
+        # with the lock held
+        self._busy -= 1
+        if self._shedding and self._busy <= self._shed_above:
+            self._shedding = False
+            self._resume_accepting()
 
     def _close(self, conn):
         with self._lock:
@@ -514,24 +614,27 @@ class EpollThreadWorker(base.Worker):
     # -- the serving threads --------------------------------------------------
 
     def _thread_main(self):
-        poll = self._ep.poll
+        poll_one = self._ep.poll_one
         listeners = self._listeners
         beat = self._beat
         wait = self._wait
         log = self.log
         while not self._exiting:
             try:
-                events = poll(wait, 1)
-            except OSError as e:
+                if self._rejoin:
+                    fd = poll_one(0)
+                    if fd < 0:
+                        self._rejoin_rotation()
+                        fd = poll_one(wait)
+                else:
+                    fd = poll_one(wait)
+            except OSError:
                 if self._exiting:
                     return
-                if e.errno == errno.EINTR:
-                    continue
                 raise
             beat()
-            if not events or self._exiting:
+            if fd < 0 or self._exiting:
                 continue
-            fd = events[0][0]
             raw = listeners.get(fd)
             try:
                 if raw is not None:
@@ -542,21 +645,35 @@ class EpollThreadWorker(base.Worker):
                     conn = self._claim(fd)
             except Exception:
                 log.exception("Error accepting a connection")
+                if raw is not None:
+                    # EMFILE, ENOBUFS...: the connection is still in the
+                    # backlog. Try again after a pause; registering the
+                    # edge-triggered listener again reports it if it is
+                    # still there.
+                    time.sleep(_ACCEPT_ERROR_PAUSE)
+                    with self._lock:
+                        self._rotate_listeners()
                 continue
             if conn is None:
                 continue
-            try:
-                if conn.handshake and not self._start_tls(conn):
-                    continue
-                if conn.closing:
-                    self._linger(conn)
-                elif self._accelerated:
-                    self._serve(conn)
-                else:
-                    self._serve_pure(conn)
-            except BaseException:
-                log.exception("Error serving a connection")
-                self._close(conn)
+            self._serve_event(conn)
+            # an idle thread must not keep the last connection it served
+            # (its socket and buffers) alive until its next event
+            conn = None
+
+    def _serve_event(self, conn):
+        try:
+            if conn.handshake and not self._start_tls(conn):
+                return
+            if conn.closing:
+                self._linger(conn)
+            elif self._accelerated:
+                self._serve(conn)
+            else:
+                self._serve_pure(conn)
+        except BaseException:
+            self.log.exception("Error serving a connection")
+            self._close(conn)
 
     def _start_tls(self, conn):
         """TLS handshake, in the serving thread and blocking (bounded by the
@@ -589,6 +706,8 @@ class EpollThreadWorker(base.Worker):
         sock = conn.sock
         try:
             if not conn.tls:
+                if _recv_nowait is not None:
+                    return _recv_nowait(conn.fd, _RECV_SIZE)
                 return sock.recv(_RECV_SIZE, _DONTWAIT)
             sock.settimeout(0.0)
             try:

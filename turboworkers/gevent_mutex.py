@@ -36,6 +36,7 @@ except ImportError as _exc:
 
 import gevent.event
 import gevent.pool
+import gevent.socket
 from gevent.hub import Waiter, get_hub
 
 from gunicorn import http, util
@@ -44,10 +45,14 @@ from gunicorn.workers import base
 from gunicorn.workers.ggevent import GeventWorker
 
 from turboworkers import accept as _accept
+from turboworkers import _ext
 from turboworkers import glue
 
-# Connections one holder of the mutex takes before it lets the mutex go.
+# Connections one wake-up of the accept thread takes at most.
 ACCEPT_BATCH = 16
+# Connections one turn at the mutex takes before the mutex goes to the next
+# worker in line (over several wake-ups if they come one by one).
+ACCEPTS_PER_TURN = 16
 # A worker whose open connections exceed this share of worker_connections
 # stops taking the mutex until it drops below it.
 SHED_NUM, SHED_DEN = 7, 8
@@ -316,19 +321,19 @@ class _ThreadAcceptor:
 
     Waiting for the mutex must never block the hub, which runs every
     connection of this worker. So a thread of its own (started once, not
-    patched by gevent) loops: wait for the mutex, wait for a listener, accept
-    a batch with ``accept4``, give the mutex back, hand the new sockets to
-    the hub through an async watcher. Every wait is a system call that runs
-    without the GIL and is bounded by ``wait``, so the thread sees a stop
-    within that time. The kernel still queues this worker among the others
-    (in order of arrival for the semaphore, one waiter woken per connection
-    for epoll). Two other ways were tried or weighed: waiting for the mutex
-    in gevent's thread pool and for the listener in the hub cost about twice
-    the context switches per connection (a pool task, the hub wake-up and a
-    GIL hand-over for each step); polling ``try_acquire`` with a gevent.sleep
-    back-off wakes every idle worker every few milliseconds and loses the
-    semaphore's order of arrival (whoever polls first wins), which is what
-    spreads connections evenly.
+    patched by gevent) loops over ``AcceptRound`` (compiled): take the mutex,
+    wait for a listener, accept a batch with ``accept4``, give the mutex back,
+    all without the GIL; then it queues the new sockets for the hub and wakes
+    it through an eventfd the hub watches. Every wait is bounded by ``wait``,
+    so the thread sees a stop within that time. The kernel still queues this
+    worker among the others (in order of arrival for the semaphore, one
+    waiter woken per connection for epoll). Two other ways were tried or
+    weighed: waiting for the mutex in gevent's thread pool and for the
+    listener in the hub cost about twice the context switches per connection
+    (a pool task, the hub wake-up and a GIL hand-over for each step); polling
+    ``try_acquire`` with a gevent.sleep back-off wakes every idle worker every
+    few milliseconds and loses the semaphore's order of arrival (whoever polls
+    first wins), which is what spreads connections evenly.
     """
 
     def __init__(self, worker, engine, listeners, pool, wait, log):
@@ -349,18 +354,18 @@ class _ThreadAcceptor:
         self._sleep = get_original("time", "sleep")
         self._done = get_original("_thread", "allocate_lock")()
         self._start_thread = get_original("_thread", "start_new_thread")
-        self.sem = self.lock = self.lock_fd = None
+        self.lock_fd = None
         self.rotate = _accept.rotate_from_env()
-        self.batches = 0
         for l in listeners:
             l.setblocking(False)
             _accept.defer_accept(l)
         if _accept._sys is None:
             raise _accept.AcceptConfigError("%s=%s: needs the compiled extension with a gevent "
                                             "worker" % (_accept.ENV, engine))
+        sem = lock = None
         if engine == "sem":
-            self.sem = _accept.Shared.semaphore
-            if self.sem is None:
+            sem = _accept.Shared.semaphore
+            if sem is None:
                 raise _accept.AcceptConfigError("%s=sem: no semaphore (the compiled extension "
                                                 "is missing or the master made none)"
                                                 % _accept.ENV)
@@ -369,10 +374,15 @@ class _ThreadAcceptor:
                 raise _accept.AcceptConfigError("%s=fcntl: the master made no lock file"
                                                 % _accept.ENV)
             self.lock_fd = os.open(_accept.Shared.lock_path, os.O_RDWR | os.O_CLOEXEC)
-            self.lock = _accept._sys.FileLock(self.lock_fd)
+            lock = _accept._sys.FileLock(self.lock_fd)
         self.poller = _accept._sys.Epoll()
         self._register()
-        self.async_ = self.hub.loop.async_()
+        self.wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.round = _accept._sys.AcceptRound(self.poller, self.wake_fd, ACCEPT_BATCH,
+                                              ACCEPTS_PER_TURN, sem, lock)
+        self.accepted = 0
+        self.next_rotation = self.rotate
+        self.watcher = self.hub.loop.io(self.wake_fd, 1)
 
     def _register(self):
         for fd in self.by_fd:
@@ -380,87 +390,67 @@ class _ThreadAcceptor:
 
     # -- in the thread -----------------------------------------------------
 
-    def _take(self):
-        if self.sem is not None:
-            return self.sem.acquire(self.wait)
-        if self.lock is not None:
-            # no time limit, but every holder lets go within ``wait``
-            return self.lock.acquire(True)
-        return True
-
-    def _give_back(self):
-        if self.sem is not None:
-            self.sem.release()
-        elif self.lock is not None:
-            self.lock.release()
-
     def _thread_main(self):
-        accept_fd = _accept._sys.accept_fd
         pool = self.pool
         ready = self.ready
         worker = self.worker
+        round_ = self.round.round
+        notify_next = self.round.notify_next
         try:
             while self.running and worker.alive:
                 free = pool.size - len(pool) - len(ready)
                 if len(pool) + len(ready) > self.high or free <= 0:
+                    # the turn goes to the other workers until this one
+                    # drops below the mark
+                    self.round.give_back()
+                    self.round.flush()
                     self._sleep(SHED_POLL)
                     continue
-                limit = min(ACCEPT_BATCH, free)
-                if not self._take():
-                    continue
-                got = []
-                pause = False
-                busy = False
-                try:
-                    if not (self.running and worker.alive):
-                        break
-                    # The hub has not taken the last batch yet: it is stuck
-                    # (in CPU-bound code, say). Pass the turn on, so that a
-                    # busy worker does not hoard connections the others
-                    # could serve now.
-                    busy = bool(ready)
-                    for fd in ([] if busy else self.poller.wait(self.wait)):
-                        while len(got) < limit:
-                            try:
-                                conn = accept_fd(fd, True)
-                            except OSError as e:
-                                if e.errno not in _ACCEPT_RETRY:
-                                    pause = e
-                                break
-                            if conn is None:
-                                break
-                            got.append((fd, conn[0], conn[1]))
-                finally:
-                    self._give_back()
+                got, error, fatal, busy = round_(min(ACCEPT_BATCH, free), self.wait)
                 if busy:
+                    # the hub is stuck (in CPU-bound code, say): the turn
+                    # went to the other workers; look again in a moment
                     self._sleep(SHED_POLL)
                     continue
                 if got:
                     ready.extend(got)
-                    self.async_.send()
-                    if self.engine == "epoll":
-                        self.batches += 1
-                        if self.batches % self.rotate == 0:
-                            # to the back of the line of exclusive waiters
-                            for fd in self.by_fd:
-                                self.poller.unregister(fd)
-                            self._register()
-                if pause:
-                    self.error = pause
-                    self.async_.send()
+                    # the hub is woken as the next round starts, once this
+                    # thread holds the GIL no more
+                    notify_next()
+                    self.accepted += len(got)
+                    if self.engine == "epoll" and self.accepted >= self.next_rotation:
+                        # to the back of the line of exclusive waiters
+                        self.next_rotation = self.accepted + self.rotate
+                        for fd in self.by_fd:
+                            self.poller.unregister(fd)
+                        self._register()
+                if fatal:
+                    raise OSError(fatal, os.strerror(fatal))
+                if error:
+                    self.error = OSError(error, os.strerror(error))
+                    self.round.notify()
                     self._sleep(ACCEPT_ERROR_PAUSE)
         except BaseException as e:  # reported by the hub
             self.error = e
             self.running = False
-            self.async_.send()
         finally:
+            try:
+                self.round.give_back()
+            except OSError:
+                pass
             self._done.release()
+            self.round.notify()
 
     # -- in the hub ----------------------------------------------------------
 
     error = None
 
     def _on_ready(self):
+        try:
+            os.read(self.wake_fd, 8)
+        except BlockingIOError:
+            pass
+        self.round.pending = 0
         ready = self.ready
         pool = self.pool
         handle = self.worker.handle
@@ -480,7 +470,7 @@ class _ThreadAcceptor:
 
     def run(self):
         """Start the thread; returns at once (``dead`` says when it ended)."""
-        self.async_.start(self._on_ready)
+        self.watcher.start(self._on_ready)
         self._done.acquire()
         self._start_thread(self._thread_main, ())
 
@@ -498,9 +488,13 @@ class _ThreadAcceptor:
         self._on_ready()
 
     def close(self):
-        self.async_.stop()
+        self.watcher.stop()
         if self.dead:
             self.poller.close()
+            try:
+                os.close(self.wake_fd)
+            except OSError:
+                pass
         if self.lock_fd is not None:
             try:
                 os.close(self.lock_fd)
@@ -561,6 +555,10 @@ class GeventMutexWorker(GeventWorker):
 
     def run(self):
         self.http = glue.HttpCore(self.cfg, self.log, multithread=True)
+        if self.http.accelerated:
+            # gevent's sockets are non-blocking underneath: responses go out
+            # with one sendmsg, gevent's sendall only for what did not fit
+            _ext.response.register_socket_class(gevent.socket.socket)
         self._h2 = "h2" in (getattr(self.cfg, "http_protocols", None) or ())
         self._gunicorn_http = not self.http.accelerated or self._h2
         if self.http.accelerated and self._h2:

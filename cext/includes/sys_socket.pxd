@@ -1,4 +1,4 @@
-# sendmsg(2) and the flags the response writer passes to it.
+# sendmsg(2), recv(2) and the flags the response writer and the poller pass to them.
 # posix.uio (shipped with Cython) already declares struct iovec.
 
 from posix.uio cimport iovec
@@ -18,6 +18,7 @@ cdef extern from "<sys/socket.h>" nogil:
         int msg_flags
 
     ssize_t sendmsg(int sockfd, const msghdr *msg, int flags)
+    ssize_t recv(int sockfd, void *buf, size_t len, int flags)
 
     enum: MSG_DONTWAIT
     enum: MSG_NOSIGNAL

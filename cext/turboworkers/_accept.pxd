@@ -1,5 +1,8 @@
 # System calls of the accept layer: the waits release the GIL, nothing else does.
 
+from includes.sys_accept cimport sockaddr_storage, socklen_t
+from posix.time cimport timespec
+
 
 cdef class Semaphore:
     # A System V semaphore of value 1 used as a cross-process mutex; every
@@ -21,3 +24,28 @@ cdef class Epoll:
     cdef readonly int epfd
     cdef int maxevents
     cdef void *events                         # epoll_event[maxevents]
+
+
+cdef class AcceptRound:
+    # one round of an accept thread: mutex, listener wait, accept4 batch
+    cdef Epoll poller
+    cdef Semaphore sem
+    cdef FileLock lock
+    cdef int notify_fd                        # an eventfd the event loop watches
+    cdef bint notify_due
+    # set by a round that accepted, cleared by the event loop once it has
+    # taken the connections
+    cdef public int pending
+    cdef int capacity                         # most connections of one round
+    cdef bint has_mutex
+    cdef readonly bint holding                # this worker's turn at the mutex
+    cdef int turn                             # accepts per turn at the mutex
+    cdef int turn_left
+    cdef int *fds
+    cdef int *lfds
+    cdef sockaddr_storage *addrs
+    cdef socklen_t *addrlens
+
+    cdef void _notify(self) noexcept nogil
+    cdef int _take(self, timespec *ts) noexcept nogil
+    cdef int _give_back(self) noexcept nogil

@@ -1073,7 +1073,8 @@ def test_accept_round_waits_for_a_semaphore_held_elsewhere(round_parts, semaphor
 def test_accept_round_passes_its_turn_while_the_loop_has_not_taken_the_last_batch(
         round_parts, semaphore):
     listener, ep, efd, clients = round_parts
-    rnd = _accept.AcceptRound(ep, efd, 16, 16, semaphore)
+    # stuck_after=0: a batch not taken at the next round is deemed stuck
+    rnd = _accept.AcceptRound(ep, efd, 16, 16, semaphore, None, 0.0)
     _connect(listener, clients)
     got, _, _, _ = rnd.round(16, WAIT)
     assert len(got) == 1 and rnd.pending == 1
@@ -1123,3 +1124,20 @@ def test_accept_round_reports_a_removed_semaphore_as_fatal(round_parts):
     rnd = _accept.AcceptRound(ep, efd, 16, 16, sem)
     got, err, fatal, busy = rnd.round(16, 0.05)
     assert got == [] and fatal in (errno.EINVAL, errno.EIDRM) and not rnd.holding
+
+
+@needs_cython
+def test_accept_round_a_batch_handed_over_just_now_is_not_a_stuck_loop(round_parts, semaphore):
+    # Connections come one after the other: the next round starts right
+    # after the hand-over, before the event loop could take the batch. That
+    # is no reason to pass the turn (it would stall a steady stream of new
+    # connections); only a batch left untaken for stuck_after seconds is.
+    listener, ep, efd, clients = round_parts
+    rnd = _accept.AcceptRound(ep, efd, 16, 16, semaphore, None, 60.0)
+    for _ in range(3):
+        _connect(listener, clients)
+        got, _, _, busy = rnd.round(16, WAIT)
+        assert len(got) == 1 and not busy and rnd.pending == 1
+        _close_accepted(got)
+    assert rnd.holding
+    rnd.give_back()

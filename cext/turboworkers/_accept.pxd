@@ -36,6 +36,9 @@ cdef class AcceptRound:
     # set by a round that accepted, cleared by the event loop once it has
     # taken the connections
     cdef public int pending
+    cdef double handed_at                     # CLOCK_MONOTONIC of the last hand-over
+    cdef double stuck_after                   # seconds after which a loop that has
+                                              # not taken it is deemed stuck
     cdef int capacity                         # most connections of one round
     cdef bint has_mutex
     cdef readonly bint holding                # this worker's turn at the mutex

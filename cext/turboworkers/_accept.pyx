@@ -9,7 +9,7 @@ from cpython.exc cimport PyErr_SetFromErrno, PyErr_CheckSignals
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from libc.errno cimport errno, EINTR, EAGAIN, EIDRM, EINVAL, EACCES, ECONNABORTED, EPROTO
 from libc.string cimport memset
-from posix.time cimport timespec
+from posix.time cimport timespec, clock_gettime, CLOCK_MONOTONIC
 from posix.unistd cimport close, write
 from libc.stdint cimport uint64_t
 
@@ -238,6 +238,12 @@ cdef object _address(sockaddr *sa, socklen_t sl):
     return None
 
 
+cdef inline double _now() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <double>ts.tv_sec + <double>ts.tv_nsec * 1e-9
+
+
 cdef class AcceptRound:
     """The loop of a worker's accept thread, one round per call, every
     system call of it without the GIL: take the mutex (if any), wait for a
@@ -250,7 +256,7 @@ cdef class AcceptRound:
     """
 
     def __cinit__(self, Epoll poller, int notify_fd, int capacity, int turn=1,
-                  Semaphore sem=None, FileLock lock=None):
+                  Semaphore sem=None, FileLock lock=None, double stuck_after=0.02):
         self.poller = poller
         self.sem = sem
         self.lock = lock
@@ -262,6 +268,8 @@ cdef class AcceptRound:
         self.notify_fd = notify_fd
         self.notify_due = False
         self.pending = 0
+        self.stuck_after = stuck_after
+        self.handed_at = 0.0
         self.capacity = capacity
         self.fds = <int *>PyMem_Malloc(sizeof(int) * capacity)
         self.lfds = <int *>PyMem_Malloc(sizeof(int) * capacity)
@@ -378,10 +386,12 @@ cdef class AcceptRound:
                     if errno != EINTR:
                         fatal = errno
                     n = 0
-                elif n > 0 and self.pending:
-                    # the event loop has not taken the last batch yet: it
-                    # is stuck (in CPU-bound code, say). Pass the turn on
-                    # rather than hoard connections others could serve now.
+                elif n > 0 and self.pending and _now() - self.handed_at > self.stuck_after:
+                    # the event loop has not taken the last batch, handed
+                    # over ``stuck_after`` seconds ago or more: it is stuck
+                    # (in CPU-bound code, say). Pass the turn on rather than
+                    # hoard connections others could serve now. (A batch
+                    # handed over just now is simply not taken yet.)
                     n = 0
                     busy = True
                 for i in range(n):
@@ -400,6 +410,7 @@ cdef class AcceptRound:
                         got += 1
                 if got:
                     self.pending = 1
+                    self.handed_at = _now()
                 if self.has_mutex:
                     self.turn_left -= got
                     # an idle holder lets go after ``wait``, so a worker

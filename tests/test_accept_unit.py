@@ -1141,3 +1141,27 @@ def test_accept_round_a_batch_handed_over_just_now_is_not_a_stuck_loop(round_par
         _close_accepted(got)
     assert rnd.holding
     rnd.give_back()
+
+
+@needs_cython
+def test_accept_round_stop_fd_gives_the_turn_back_without_accepting(round_parts, semaphore):
+    listener, ep, efd, clients = round_parts
+    stop = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+    try:
+        ep.register(stop, False)
+        rnd = _accept.AcceptRound(ep, efd, 16, 16, semaphore, None, 60.0, stop)
+        _connect(listener, clients)
+        got, _, _, _ = rnd.round(16, WAIT)
+        assert len(got) == 1 and rnd.holding and semaphore.value() == 0
+        _close_accepted(got)
+        # the worker stops while a client is already connecting again
+        os.write(stop, (1).to_bytes(8, "little"))
+        _connect(listener, clients)
+        wait_until(lambda: len(ep.wait(0)) == 2, "the stop and the listener both ready")
+        assert rnd.round(16, WAIT) == ([], 0, 0, False)
+        assert not rnd.holding and semaphore.value() == 1
+        # the connection is still in the backlog, for another worker
+        conn, _ = listener.accept()
+        conn.close()
+    finally:
+        os.close(stop)

@@ -58,6 +58,10 @@ ACCEPTS_PER_TURN = 16
 SHED_NUM, SHED_DEN = 7, 8
 # While shedding: how often the worker looks at its pool again.
 SHED_POLL = 0.005
+# A batch of new connections the hub has not taken this long after it was
+# handed over means the hub is stuck (in CPU-bound code, say): the turn at
+# the mutex goes to the other workers.
+STUCK_AFTER = 0.02
 # After an accept error other than "nothing there" (EMFILE, ENOBUFS...).
 ACCEPT_ERROR_PAUSE = 0.1
 
@@ -378,8 +382,15 @@ class _ThreadAcceptor:
         self.poller = _accept._sys.Epoll()
         self._register()
         self.wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        # written when the worker stops: the thread, waiting for a listener
+        # with the mutex in hand, lets it go at once instead of taking one
+        # more connection (past max_requests, say) or holding the others'
+        # turn until its wait ends
+        self.stop_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.poller.register(self.stop_fd, False)
         self.round = _accept._sys.AcceptRound(self.poller, self.wake_fd, ACCEPT_BATCH,
-                                              ACCEPTS_PER_TURN, sem, lock)
+                                              ACCEPTS_PER_TURN, sem, lock, STUCK_AFTER,
+                                              self.stop_fd)
         self.accepted = 0
         self.next_rotation = self.rotate
         self.watcher = self.hub.loop.io(self.wake_fd, 1)
@@ -478,10 +489,19 @@ class _ThreadAcceptor:
     def dead(self):
         return not self._done.locked()
 
-    def stop(self):
-        """Stop accepting. The thread gives the mutex back and ends within
-        ``wait`` seconds; what it accepted until then is served."""
+    def stop_now(self):
+        """Tell the thread to take no more connections (it gives the mutex
+        back at once); ``stop`` then waits for it."""
         self.running = False
+        try:
+            os.write(self.stop_fd, (1).to_bytes(8, "little"))
+        except OSError:
+            pass
+
+    def stop(self):
+        """Stop accepting. The thread gives the mutex back and ends;
+        what it accepted until then is served."""
+        self.stop_now()
         deadline = time.monotonic() + self.wait + 2.0
         while not self.dead and time.monotonic() < deadline:
             gevent.sleep(0.01)
@@ -491,10 +511,11 @@ class _ThreadAcceptor:
         self.watcher.stop()
         if self.dead:
             self.poller.close()
-            try:
-                os.close(self.wake_fd)
-            except OSError:
-                pass
+            for fd in (self.wake_fd, self.stop_fd):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
         if self.lock_fd is not None:
             try:
                 os.close(self.lock_fd)
@@ -586,6 +607,7 @@ class GeventMutexWorker(GeventWorker):
                        " (accept thread)" if threaded else "")
         self._stopping = gevent.event.Event()
         if threaded:
+            self._thread_acceptor = acceptor
             acceptor.run()
             accepting = acceptor
         else:
@@ -634,9 +656,17 @@ class GeventMutexWorker(GeventWorker):
         # SIGTERM: as gunicorn's (alive = False), and wake the main greenlet
         # now rather than at its next heartbeat
         super().handle_exit(sig, frame)
+        self._stop_accepting()
         stopping = getattr(self, "_stopping", None)
         if stopping is not None:
             get_hub().loop.run_callback(stopping.set)
+
+    def _stop_accepting(self):
+        # the accept thread lets the mutex go now, before the response that
+        # ends this worker's life reaches its client (who may connect again)
+        acceptor = getattr(self, "_thread_acceptor", None)
+        if acceptor is not None:
+            acceptor.stop_now()
 
     def handle_usr1(self, sig, frame):
         gevent.spawn(self._reopen_logs, sig, frame)
@@ -775,6 +805,7 @@ class GeventMutexWorker(GeventWorker):
                 if self.alive:
                     self.log.info("Autorestarting worker after current request.")
                     self.alive = False
+                    self._stop_accepting()
                     self._stopping.set()
             if not self.alive or not self._keepalive:
                 resp.force_close()

@@ -32,6 +32,7 @@ cdef class AcceptRound:
     cdef Semaphore sem
     cdef FileLock lock
     cdef int notify_fd                        # an eventfd the event loop watches
+    cdef int stop_fd                          # in the poller: readable once the worker stops
     cdef bint notify_due
     # set by a round that accepted, cleared by the event loop once it has
     # taken the connections

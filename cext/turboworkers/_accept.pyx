@@ -256,8 +256,10 @@ cdef class AcceptRound:
     """
 
     def __cinit__(self, Epoll poller, int notify_fd, int capacity, int turn=1,
-                  Semaphore sem=None, FileLock lock=None, double stuck_after=0.02):
+                  Semaphore sem=None, FileLock lock=None, double stuck_after=0.02,
+                  int stop_fd=-1):
         self.poller = poller
+        self.stop_fd = stop_fd
         self.sem = sem
         self.lock = lock
         self.has_mutex = sem is not None or lock is not None
@@ -364,6 +366,7 @@ cdef class AcceptRound:
         cdef int n = 0, got = 0, i, fd, nfd, rc, err = 0, fatal = 0
         cdef bint due = self.notify_due
         cdef bint busy = False
+        cdef bint stop = False
         if limit > self.capacity:
             limit = self.capacity
         self.notify_due = False
@@ -395,6 +398,13 @@ cdef class AcceptRound:
                     n = 0
                     busy = True
                 for i in range(n):
+                    if evs[i].data.fd == self.stop_fd:
+                        # the worker stops: nothing more is accepted, and
+                        # the turn goes on to the others at once
+                        stop = True
+                        n = 0
+                        busy = False
+                for i in range(n):
                     fd = evs[i].data.fd
                     while got < limit:
                         self.addrlens[got] = sizeof(sockaddr_storage)
@@ -416,7 +426,7 @@ cdef class AcceptRound:
                     # an idle holder lets go after ``wait``, so a worker
                     # blocked on the fcntl lock (no time limit there) sees
                     # a stop within that time
-                    if busy or err or fatal or self.turn_left <= 0 or n == 0:
+                    if busy or err or fatal or stop or self.turn_left <= 0 or n == 0:
                         self.holding = False
                         if self._give_back() < 0 and fatal == 0:
                             fatal = errno

@@ -7,6 +7,7 @@ conditions. Servers not being measured sit idle. The median over the rounds
 is reported, and ratios are taken round by round (see bench.stats).
 """
 import argparse
+import dataclasses
 import datetime
 import json
 import math
@@ -134,6 +135,9 @@ def plan(args, probe):
     out = []
     for name in names:
         scenario = SCENARIOS[name]
+        if args.threads is not None:
+            # one --threads for every thread-style server of every scenario
+            scenario = dataclasses.replace(scenario, thread_threads=args.threads)
         listed = preset["servers_override"].get(name, scenario.servers)
         if args.server:
             listed = [s for s in scenario.servers if s in args.server]
@@ -459,6 +463,9 @@ def parse_args(argv):
                     help="ab -n for the connection-per-request scenario (also bounded by "
                          "--duration seconds)")
     ap.add_argument("--herd-requests", type=int, default=500)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="gunicorn --threads of the thread-style servers (turbo-thread, gthread-*) "
+                         "in every scenario, instead of each scenario's own")
     ap.add_argument("--leak-requests", type=int, default=1_000_000,
                     help="requests per server in leak-1m (also bounded by --leak-seconds)")
     ap.add_argument("--leak-seconds", type=float, default=180.0,
@@ -490,6 +497,8 @@ def parse_args(argv):
     args.duration = float(max(1, math.ceil(args.duration)))
     if args.warmup >= 1:
         args.warmup = float(math.ceil(args.warmup))
+    if args.threads is not None and args.threads < 1:
+        ap.error("--threads must be at least 1")
     if (args.rounds < 1 or args.duration <= 0 or args.herd_requests < 1 or args.ab_requests < 1
             or args.leak_requests < 1 or args.leak_seconds < 1):
         ap.error("--rounds, --duration, --herd-requests, --ab-requests, --leak-requests and "

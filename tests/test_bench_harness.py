@@ -579,6 +579,18 @@ def test_cli_arguments():
         parse_args(["--scenario", "nope"])
     plan = [(SCENARIOS["hello-1w"], [(SERVERS["sync-py"], None), (SERVERS["nginx"], "x")])]
     assert estimate_seconds(plan, args) > args.rounds * args.duration
+    with pytest.raises(SystemExit):
+        parse_args(["--threads", "0"])
+
+
+def test_threads_option_reaches_every_scenario():
+    from bench.run import parse_args, plan as make_plan
+    probe = {}
+    default = make_plan(parse_args(["--scenario", "hello-1w,io-1w"]), probe)
+    assert [s.thread_threads for s, _ in default] == [8, 32]
+    chosen = make_plan(parse_args(["--scenario", "hello-1w,io-1w", "--threads", "2"]), probe)
+    assert [s.thread_threads for s, _ in chosen] == [2, 2]
+    assert SCENARIOS["io-1w"].thread_threads == 32      # the scenario itself is left alone
 
 
 def test_readme_splice():

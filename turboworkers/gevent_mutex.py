@@ -656,17 +656,26 @@ class GeventMutexWorker(GeventWorker):
         # SIGTERM: as gunicorn's (alive = False), and wake the main greenlet
         # now rather than at its next heartbeat
         super().handle_exit(sig, frame)
-        self._stop_accepting()
         stopping = getattr(self, "_stopping", None)
         if stopping is not None:
             get_hub().loop.run_callback(stopping.set)
 
-    def _stop_accepting(self):
-        # the accept thread lets the mutex go now, before the response that
-        # ends this worker's life reaches its client (who may connect again)
-        acceptor = getattr(self, "_thread_acceptor", None)
-        if acceptor is not None:
-            acceptor.stop_now()
+    # ``alive`` is set False by gunicorn's code too (max_requests in its
+    # handle_request, which serves pure mode and h2; its signal handlers):
+    # whoever sets it, the accept thread lets the mutex go at once, before
+    # the response that ends this worker's life reaches its client (who may
+    # connect again at once).
+    @property
+    def alive(self):
+        return self._alive
+
+    @alive.setter
+    def alive(self, value):
+        self._alive = value
+        if not value:
+            acceptor = getattr(self, "_thread_acceptor", None)
+            if acceptor is not None:
+                acceptor.stop_now()
 
     def handle_usr1(self, sig, frame):
         gevent.spawn(self._reopen_logs, sig, frame)
@@ -805,7 +814,6 @@ class GeventMutexWorker(GeventWorker):
                 if self.alive:
                     self.log.info("Autorestarting worker after current request.")
                     self.alive = False
-                    self._stop_accepting()
                     self._stopping.set()
             if not self.alive or not self._keepalive:
                 resp.force_close()

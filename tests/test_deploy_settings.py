@@ -499,3 +499,43 @@ CASES = [(kind, i) for kind in deploy.KIND_NAMES for i, row in enumerate(ROWS) i
 def test_setting(kinds, kind, row):
     setting, probe, claims = ROWS[row]
     probe(kinds(kind))
+
+
+_README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+_README_COLUMNS = {"sync": 1, "thread": 2, "gevent": 3}
+# a README cell, by the words it starts with, as a claim of ROWS
+_README_CLAIMS = (("honoured", "honoured"), ("gunicorn's code", "gunicorn"),
+                  ("refused", "refused"), ("unused", "unused"))
+
+
+def _readme_settings_table():
+    """{setting name: [cells]} of the README's table "gunicorn settings and
+    the turbo workers"; a row names one or more settings in backquotes."""
+    with open(_README, encoding="utf-8") as f:
+        text = f.read()
+    section = text.split("## gunicorn settings and the turbo workers", 1)[1].split("\n## ", 1)[0]
+    table = {}
+    for line in section.splitlines():
+        if not line.startswith("| `"):
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        for name in re.findall(r"`([a-z0-9_]+)", cells[0]):
+            table[name] = cells
+    return table
+
+
+def _claim_of(cell):
+    for words, claim in _README_CLAIMS:
+        if cell.startswith(words):
+            return claim
+    return cell
+
+
+def test_readme_table_says_what_the_rows_prove():
+    table = _readme_settings_table()
+    for setting, _, claims in ROWS:
+        name = re.match(r"[a-z0-9_]+", setting).group(0)
+        assert name in table, "README has no row for %r" % setting
+        for kind, claim in claims.items():
+            cell = table[name][_README_COLUMNS[kind]]
+            assert _claim_of(cell) == claim, (setting, kind, cell, claim)

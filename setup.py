@@ -27,6 +27,8 @@ def extensions():
             "turboworkers." + pyx.stem,
             [str(pyx.relative_to(HERE))],
             include_dirs=[str(CEXT / "includes")],
+            # C headers: a change recompiles every module
+            depends=[str(h.relative_to(HERE)) for h in sorted((CEXT / "includes").glob("*.h"))],
             extra_compile_args=["-O2"],
         ))
     if not exts:

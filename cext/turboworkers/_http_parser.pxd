@@ -18,6 +18,7 @@ cdef class ParserConfig:
     cdef int header_map                       # HEADER_MAP_* below
     cdef dict secure_scheme_headers           # UPPER-NAME -> value meaning https
     cdef list secure_names                    # the keys, as bytes, for matching raw names
+    cdef unsigned long long secure_lengths    # bit n: a secure name of length n (63: longer)
     cdef list forwarder_headers
     cdef list forwarder_names                 # as bytes
     cdef bint forwarder_all

@@ -15,7 +15,6 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStri
 from cpython.dict cimport PyDict_SetItem, PyDict_GetItem, PyDict_Copy, PyDict_Size
 from cpython.unicode cimport PyUnicode_DecodeLatin1
 from cpython.object cimport PyObject
-from libc.stdint cimport uint64_t
 from libc.string cimport memchr, memcmp, memcpy, memset
 
 from gunicorn import SERVER_SOFTWARE
@@ -29,6 +28,13 @@ from gunicorn.http.errors import (
 from gunicorn.http.body import CHUNK_EXT_RE
 from gunicorn.http.wsgi import FileWrapper, WSGIErrorsWrapper
 from gunicorn.util import split_request_uri
+
+cdef extern from "http_scan.h":
+    Py_ssize_t tw_find_ctl(const char *p, Py_ssize_t i, Py_ssize_t limit,
+                           unsigned int *high) noexcept nogil
+    Py_ssize_t tw_upper_name(const char *p, Py_ssize_t a, Py_ssize_t limit,
+                             char *out, Py_ssize_t max) noexcept nogil
+    Py_ssize_t tw_find_head_end(const char *p, Py_ssize_t i, Py_ssize_t limit) noexcept nogil
 
 cdef extern from "Python.h":
     object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
@@ -141,18 +147,6 @@ cdef inline str _ascii(const char *p, Py_ssize_t n):
     return <str>s
 
 
-cdef inline bint _word_has_ctl(const char *p, uint64_t *high) noexcept nogil:
-    # Whether any of these 8 bytes is below 0x20 or is 0x7F (exact, by the
-    # usual has-less-than and has-zero word tricks); their high bits are
-    # added to *high, which tells whether a value is ASCII.
-    cdef uint64_t w
-    memcpy(&w, p, 8)
-    high[0] |= w
-    cdef uint64_t d = w ^ 0x7F7F7F7F7F7F7F7FULL
-    return (((w - 0x2020202020202020ULL) & ~w) |
-            ((d - 0x0101010101010101ULL) & ~d)) & 0x8080808080808080ULL != 0
-
-
 cdef Py_ssize_t _line_end(const char *p, Py_ssize_t a, Py_ssize_t h_end):
     """Where the line starting at a ends: its CRLF, or the end of the block."""
     cdef const char *hit
@@ -228,6 +222,22 @@ cdef void _init_known():
         _KNOWN_KEY[i] = <PyObject *>_KNOWN[i][2]
 
 _init_known()
+
+
+cdef inline PyObject *_lookup_known(const char *upname, Py_ssize_t n, int *kind) noexcept:
+    # upname[:n] among the known names: sets *kind and returns the interned
+    # environ key (NULL for names without one); leaves *kind if not found
+    cdef Py_ssize_t k
+    if n >= 64:
+        return NULL
+    for k in range(_KNOWN_FIRST[n], _NKNOWN):
+        if _KNOWN_LEN[k] != n:
+            break
+        if (_KNOWN_NAME[k][0] == upname[0] and _KNOWN_NAME[k][n - 1] == upname[n - 1]
+                and memcmp(upname, _KNOWN_NAME[k], n) == 0):
+            kind[0] = _KNOWN_KIND[k]
+            return _KNOWN_KEY[k]
+    return NULL
 
 # Request methods and protocol strings seen on nearly every request.
 cdef dict _METHODS = {m.encode(): sys.intern(m) for m in (
@@ -367,6 +377,11 @@ cdef class ParserConfig:
                            HEADER_MAP_DANGEROUS if hm == "dangerous" else HEADER_MAP_REFUSE)
         self.secure_scheme_headers = dict(cfg.secure_scheme_headers or {})
         self.secure_names = _ascii_upper_names(self.secure_scheme_headers)
+        # which name lengths can be one of them: most headers skip the
+        # comparisons with a bit test
+        self.secure_lengths = 0
+        for nb in self.secure_names:
+            self.secure_lengths |= 1ULL << (len(nb) if len(nb) < 63 else 63)
         self.forwarder_headers = list(cfg.forwarder_headers or [])
         self.forwarder_all = "*" in self.forwarder_headers
         self.forwarder_names = _ascii_upper_names(self.forwarder_headers)
@@ -723,21 +738,10 @@ cdef class RequestParser:
             h_end = hs
             body_start = hs + 2
         else:
-            h_end = -1
             i = self.scan - 3
             if i < hs:
                 i = hs
-            while True:
-                hit = <const char *>memchr(p + i, c'\r', end - i)
-                if hit == NULL:
-                    break
-                i = hit - p
-                if end - i < 4:
-                    break
-                if p[i + 1] == b'\n' and p[i + 2] == b'\r' and p[i + 3] == b'\n':
-                    h_end = i
-                    break
-                i += 1
+            h_end = tw_find_head_end(p, i, end)
             if h_end < 0:
                 # RFC 9112 2.2: a bare LF means this head can never end the
                 # way it is read; refuse it now instead of waiting for more.
@@ -893,9 +897,11 @@ cdef class RequestParser:
         cdef bint seen_host = False, seen_ctype = False, scheme_set = False
         cdef bint underscore, found
         cdef Py_ssize_t bad, lim
-        cdef uint64_t high
+        cdef unsigned int high
         cdef unsigned char u, und
-        cdef char upname[NAME_BUF]
+        cdef char upname[NAME_BUF + 16]
+        cdef Py_ssize_t buf_end = PyBytes_GET_SIZE(self.buf)
+        cdef PyObject *known_key
         cdef object key, value, old
         cdef char *kp
         cdef bytes nb
@@ -920,48 +926,56 @@ cdef class RequestParser:
         while a < h_end:
             if kept >= limit_fields:
                 raise LimitRequestHeaders("limit request headers fields")
-            # the name: token characters up to the colon
-            # the name: token characters up to the colon; the upper-case form
-            # of a short name is kept for the lookups below
-            und = 0
-            i = a
-            lim = a + NAME_BUF if h_end - a > NAME_BUF else h_end
-            while i < lim:
-                u = UPNAME[<unsigned char>p[i]]
-                if u == 0:
-                    break
-                upname[i - a] = u
-                und |= u == 95
-                i += 1
-            if i == lim:
-                # a long name: only checked, not kept
-                while i < h_end and UPNAME[<unsigned char>p[i]]:
-                    und |= p[i] == b'_'
+            # The name: token characters up to the colon. Its upper-case
+            # form, up to the colon, is first looked up among the known
+            # names, which are made of token characters: found there, it
+            # needs no check of its own.
+            n = tw_upper_name(p, a, buf_end, upname, NAME_BUF)
+            key = None
+            kind = -1
+            if n > 0 and a + n < h_end:
+                known_key = _lookup_known(upname, n, &kind)
+                if known_key != NULL:
+                    key = <object>known_key
+            if kind >= 0:
+                underscore = kind == H_SCRIPT_NAME
+            else:
+                kind = H_OTHER
+                und = 0
+                i = a
+                lim = a + NAME_BUF if h_end - a > NAME_BUF else h_end
+                while i < lim:
+                    u = UPNAME[<unsigned char>p[i]]
+                    if u == 0:
+                        break
+                    und |= u == 95
                     i += 1
-            underscore = und != 0
-            if i == a or i >= h_end or p[i] != b':':
-                _bad_header_line(p, a, _line_end(p, a, h_end))
-            colon = i
-            n = colon - a
+                if i == lim:
+                    # a long name: only checked
+                    while i < h_end and UPNAME[<unsigned char>p[i]]:
+                        und |= p[i] == b'_'
+                        i += 1
+                underscore = und != 0
+                if i == a or i >= h_end or p[i] != b':':
+                    _bad_header_line(p, a, _line_end(p, a, h_end))
+                n = i - a
+            colon = a + n
             # the value, up to CRLF: whole words at a time while no byte can
             # be a control character; note the first forbidden byte
             bad = -1
             high = 0
             j = colon + 1
             while True:
-                while j + 8 <= h_end and not _word_has_ctl(p + j, &high):
-                    j += 8
+                # stops at the CR of the head's end at the latest
+                j = tw_find_ctl(p, j, buf_end, &high)
                 if j >= h_end:
                     b = h_end
                     break
-                c = <unsigned char>p[j]
-                high |= c
-                if VALUE_BAD[c]:
-                    if c == 13 and j + 1 < h_end and p[j + 1] == b'\n':
-                        b = j
-                        break
-                    if bad < 0:
-                        bad = j
+                if p[j] == b'\r' and j + 1 < h_end and p[j + 1] == b'\n':
+                    b = j
+                    break
+                if bad < 0:
+                    bad = j
                 j += 1
             vs = colon + 1
             ve = b
@@ -976,18 +990,7 @@ cdef class RequestParser:
             if (b - a) + 2 > limit_size:
                 raise LimitRequestHeaders("limit request headers fields size")
 
-            kind = H_OTHER
-            key = None
-            for k in range(_KNOWN_FIRST[n] if n < 64 else _NKNOWN, _NKNOWN):
-                if _KNOWN_LEN[k] != n:
-                    break
-                if (_KNOWN_NAME[k][0] == upname[0] and _KNOWN_NAME[k][n - 1] == upname[n - 1]
-                        and memcmp(upname, _KNOWN_NAME[k], n) == 0):
-                    kind = _KNOWN_KIND[k]
-                    if _KNOWN_KEY[k] != NULL:
-                        key = <object>_KNOWN_KEY[k]
-                    break
-            value = _ascii(p + vs, ve - vs) if not (high & 0x8080808080808080ULL) else _latin1(p + vs, ve - vs)
+            value = _ascii(p + vs, ve - vs) if not (high & 0x80) else _latin1(p + vs, ve - vs)
 
             # gunicorn HeaderPolicy, in its order
             if kind == H_HOST:
@@ -1004,7 +1007,7 @@ cdef class RequestParser:
                         req._expected_100_continue = True
                 else:
                     raise ExpectationFailed(value)
-            if self.trusted and cfg.secure_names:
+            if self.trusted and (cfg.secure_lengths >> (n if n < 63 else 63)) & 1:
                 for nb in cfg.secure_names:
                     if _ci_equal(p + a, n, PyBytes_AS_STRING(nb), PyBytes_GET_SIZE(nb)):
                         scheme = _HTTPS if value == cfg.secure_scheme_headers[nb.decode()] else _HTTP

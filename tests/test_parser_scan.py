@@ -1,0 +1,127 @@
+"""The parser's block scans (16 bytes at a time) at every alignment, against
+gunicorn's reference parser.
+
+The header name, the header value and the end of the head are each found by
+a scan that reads 16 bytes at a time and finishes byte by byte near the end of
+the buffer. These tests put the byte that matters (a control character, a
+non-ASCII byte, a character that cannot be in a name, the colon, the final
+CRLF CRLF) at each offset of a 16-byte block, near the end of the received
+buffer and far from it, and require the outcome gunicorn's own parser gives:
+the same environ, or the same error class and message.
+"""
+import pytest
+
+from turboworkers import _ext
+
+if _ext.MODE == "pure":
+    pytest.skip("pure mode (TURBOWORKERS_NO_EXTENSIONS=1): the compiled parser is not used",
+                allow_module_level=True)
+
+import gunicorn_oracle as oracle  # noqa: E402
+
+hp = _ext.http_parser
+
+# bytes a value may not hold, and the ones it may (HTAB, obs-text, DEL's neighbours)
+VALUE_BYTES = [0x00, 0x01, 0x08, 0x09, 0x0A, 0x0B, 0x0D, 0x1F, 0x20, 0x7E, 0x7F, 0x80, 0xE9, 0xFF]
+# characters that cannot be in a name, and some that can
+NAME_BYTES = [b" ", b"\t", b'"', b"(", b"@", b"{", b"\x80", b"\x00", b"_", b"a", b"Z", b"-", b"~", b":"]
+# what follows the head in the same read: nothing, a pipelined request, or a
+# long tail (the scans then never reach the end of the buffer)
+TAILS = [b"", b"GET /next HTTP/1.1\r\nHost: b\r\n\r\n", b"GET /x HTTP/1.1\r\n" + b"X-Pad: " + b"p" * 100]
+
+
+def outcome_pair(data, cfg=None):
+    ours, reads = oracle.run_turbo(hp, [data], cfg)
+    theirs = oracle.run_gunicorn(reads, cfg)
+    return ours, theirs
+
+
+def assert_same(data, cfg=None):
+    ours, theirs = outcome_pair(data, cfg)
+    assert ours == theirs, "%r\n%s" % (data, oracle.describe_difference(ours, theirs))
+    return ours
+
+
+def request(headers, line=b"GET / HTTP/1.1"):
+    return line + b"\r\n" + b"".join(h + b"\r\n" for h in headers) + b"\r\n"
+
+
+@pytest.mark.parametrize("tail", TAILS, ids=["alone", "pipelined", "long-tail"])
+@pytest.mark.parametrize("byte", VALUE_BYTES, ids=lambda b: "0x%02x" % b)
+def test_value_byte_at_each_offset(byte, tail):
+    accepted = 0
+    for offset in range(0, 40):
+        value = bytearray(b"v" * 40)
+        value[offset] = byte
+        data = request([b"Host: a", b"X-Value: " + bytes(value), b"Accept: */*"]) + tail
+        ours = assert_same(data)
+        accepted += ours.end == ("stop",) or bool(ours.requests)
+    # the cases really differ: control characters are refused, the others kept
+    if byte in (0x09, 0x20, 0x7E, 0x80, 0xE9, 0xFF):
+        assert accepted == 40
+    else:
+        assert accepted < 40
+
+
+@pytest.mark.parametrize("tail", TAILS, ids=["alone", "pipelined", "long-tail"])
+@pytest.mark.parametrize("byte", NAME_BYTES, ids=lambda b: repr(b)[2:-1])
+def test_name_byte_at_each_offset(byte, tail):
+    for length in (1, 5, 15, 16, 17, 31, 32, 33, 63, 64, 65, 70):
+        for offset in sorted({0, length // 2, length - 1}):
+            name = bytearray(b"x" * length)
+            name[offset:offset + 1] = byte
+            assert_same(request([b"Host: a", bytes(name) + b": value", b"Accept: */*"]) + tail)
+
+
+# every known name the parser looks up, in several cases and one byte off
+KNOWN = [b"Host", b"User-Agent", b"Accept", b"Accept-Language", b"Accept-Encoding", b"Connection",
+         b"Cookie", b"Referer", b"Content-Type", b"Content-Length", b"Transfer-Encoding", b"Expect",
+         b"Cache-Control", b"Upgrade-Insecure-Requests", b"Sec-Fetch-Dest", b"X-Forwarded-Proto",
+         b"X-Forwarded-For", b"Sec-CH-UA-Platform", b"DNT", b"TE", b"SCRIPT_NAME", b"Keep-Alive"]
+
+
+@pytest.mark.parametrize("name", KNOWN, ids=lambda b: b.decode())
+def test_known_names_in_any_case_and_near_misses(name):
+    values = {b"Content-Length": b"0", b"Transfer-Encoding": b"chunked", b"Expect": b"100-continue",
+              b"Connection": b"close"}
+    value = values.get(name, b"v")
+    body = b"0\r\n\r\n" if name == b"Transfer-Encoding" else b""
+    variants = [name, name.upper(), name.lower(), name.swapcase()]
+    for i in range(len(name)):
+        for repl in (b"\x80", b" ", b"_", b"-", b"Q"):
+            variants.append(name[:i] + repl + name[i + 1:])
+    variants += [name + b"x", b"x" + name, name[:-1]]
+    for cfg in (None, {"header_map": "dangerous"}, {"header_map": "drop"}):
+        for v in variants:
+            if not v or v == b"Host":
+                continue
+            assert_same(request([b"Host: a", v + b": " + value]) + body, cfg)
+
+
+def test_secure_scheme_headers_still_matched():
+    cfg = {"secure_scheme_headers": {"X-FORWARDED-PROTO": "https", "X-SCHEME": "https"},
+           "forwarded_allow_ips": "*"}
+    for name in (b"X-Forwarded-Proto", b"x-scheme", b"X-FORWARDED-PROTOx"):
+        ours = assert_same(request([b"Host: a", name + b": https"]), cfg)
+        assert ours.requests
+    ours = assert_same(request([b"Host: a", b"X-Scheme: https", b"X-Forwarded-Proto: http"]), cfg)
+    assert ours.end[0] == "error"
+
+
+@pytest.mark.parametrize("tail", TAILS, ids=["alone", "pipelined", "long-tail"])
+def test_head_end_at_each_offset(tail):
+    for pad in range(0, 40):
+        data = request([b"Host: a", b"X-Pad: " + b"p" * pad]) + tail
+        ours = assert_same(data)
+        assert ours.requests
+        # near misses of CRLF CRLF: a lone CR or LF is refused, as gunicorn does
+        for bad in (b"\r\n\r", b"\n\r\n", b"\r\r\n"):
+            assert_same(b"GET / HTTP/1.1\r\nHost: a\r\nX-Pad: " + b"p" * pad + bad + b"\r\n" + tail)
+
+
+def test_value_of_every_length_with_obs_text():
+    for length in range(0, 50):
+        for fill in (b"a", b"\xe9"):
+            data = request([b"Host: a", b"X-Value: " + fill * length])
+            ours = assert_same(data)
+            assert ours.requests

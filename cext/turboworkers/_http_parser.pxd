@@ -1,4 +1,6 @@
 # HTTP/1.1 request parser that builds the WSGI environ directly.
+
+from cpython.object cimport PyObject
 #
 # The decisions (accept, refuse, and with which gunicorn.http.errors class and
 # message) are those of gunicorn's reference pure-Python parser for the same
@@ -19,6 +21,7 @@ cdef class ParserConfig:
     cdef dict secure_scheme_headers           # UPPER-NAME -> value meaning https
     cdef list secure_names                    # the keys, as bytes, for matching raw names
     cdef unsigned long long secure_lengths    # bit n: a secure name of length n (63: longer)
+    cdef unsigned long long secure_known      # bit k: known name k is a secure name
     cdef list forwarder_headers
     cdef list forwarder_names                 # as bytes
     cdef bint forwarder_all
@@ -30,8 +33,11 @@ cdef class ParserConfig:
     cdef object default_scheme
     cdef object script_name                   # os.environ SCRIPT_NAME at start
     cdef dict base_environ
+    # the last value of each known header whose values are shared (its str)
+    cdef PyObject *shared_values[64]
 
     cdef bint peer_trusted(self, object peer_addr)
+    cdef object shared_value(self, Py_ssize_t k, const char *v, Py_ssize_t n, bint ascii)
 
 
 cdef class Body:

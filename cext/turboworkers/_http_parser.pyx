@@ -15,6 +15,9 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStri
 from cpython.dict cimport PyDict_SetItem, PyDict_GetItem, PyDict_Copy, PyDict_Size
 from cpython.unicode cimport PyUnicode_DecodeLatin1
 from cpython.object cimport PyObject
+from libc.stdint cimport uint64_t
+from cpython.ref cimport Py_INCREF, Py_XDECREF
+from cpython.unicode cimport PyUnicode_GET_LENGTH
 from libc.string cimport memchr, memcmp, memcpy, memset
 
 from gunicorn import SERVER_SOFTWARE
@@ -41,6 +44,7 @@ cdef extern from "Python.h":
     void *PyUnicode_DATA(object o)
     PyObject *PyDict_SetDefault(object d, object key, object default) except NULL
     dict _PyDict_NewPresized(Py_ssize_t minused)
+    Py_ssize_t PyDict_GET_SIZE(object d)
     int PyDict_Update(object a, object b) except -1
 
 
@@ -172,13 +176,26 @@ cdef int _bad_header_line(const char *p, Py_ssize_t a, Py_ssize_t b) except -1:
 
 
 # Interned environ keys of the common request headers.
-cdef list _KNOWN = []       # (UPPER-NAME bytes, kind, environ key or None)
+cdef list _KNOWN = []       # (UPPER-NAME bytes, kind, environ key or None, shared value)
+
+# Headers whose values vary little among the requests a worker sees (a
+# browser sends the same ones on every request, and browsers of one kind send
+# the same ones as each other): the last value of each is kept, and a request
+# with the same bytes gets the same str object instead of a new one. The
+# others (Cookie, Referer, Authorization, lengths, addresses...) differ too
+# often to gain anything.
+_SHARED_VALUES = frozenset((
+    "HOST", "USER-AGENT", "ACCEPT", "ACCEPT-LANGUAGE", "ACCEPT-ENCODING", "CONNECTION",
+    "CONTENT-TYPE", "CACHE-CONTROL", "UPGRADE-INSECURE-REQUESTS", "SEC-FETCH-DEST",
+    "SEC-FETCH-MODE", "SEC-FETCH-SITE", "SEC-FETCH-USER", "ORIGIN", "PRAGMA",
+    "X-FORWARDED-PROTO", "X-REQUESTED-WITH", "DNT", "SEC-CH-UA", "SEC-CH-UA-MOBILE",
+    "SEC-CH-UA-PLATFORM", "TE", "KEEP-ALIVE"))
 
 def _known(name, int kind):
     key = None
     if kind not in (H_CONTENT_TYPE, H_CONTENT_LENGTH, H_SCRIPT_NAME):
         key = sys.intern("HTTP_" + name.replace("-", "_"))
-    _KNOWN.append((name.encode("ascii"), kind, key))
+    _KNOWN.append((name.encode("ascii"), kind, key, name in _SHARED_VALUES))
 
 for _n, _k in (
         ("HOST", H_HOST), ("USER-AGENT", H_PLAIN), ("ACCEPT", H_PLAIN),
@@ -206,6 +223,8 @@ cdef const char *_KNOWN_NAME[64]
 cdef Py_ssize_t _KNOWN_LEN[64]
 cdef int _KNOWN_KIND[64]
 cdef PyObject *_KNOWN_KEY[64]
+cdef bint _KNOWN_SHARED[64]
+cdef char _KNOWN_PADDED[64][32]     # each name, zero-padded: compared by words
 
 cdef void _init_known():
     cdef Py_ssize_t i
@@ -220,24 +239,38 @@ cdef void _init_known():
         _KNOWN_LEN[i] = PyBytes_GET_SIZE(b)
         _KNOWN_KIND[i] = _KNOWN[i][1]
         _KNOWN_KEY[i] = <PyObject *>_KNOWN[i][2]
+        _KNOWN_SHARED[i] = _KNOWN[i][3]
+        assert _KNOWN_LEN[i] <= 32
+        memset(_KNOWN_PADDED[i], 0, 32)
+        memcpy(_KNOWN_PADDED[i], _KNOWN_NAME[i], _KNOWN_LEN[i])
 
 _init_known()
 
 
-cdef inline PyObject *_lookup_known(const char *upname, Py_ssize_t n, int *kind) noexcept:
-    # upname[:n] among the known names: sets *kind and returns the interned
-    # environ key (NULL for names without one); leaves *kind if not found
-    cdef Py_ssize_t k
-    if n >= 64:
-        return NULL
+cdef inline Py_ssize_t _lookup_known(const char *upname, Py_ssize_t n) noexcept:
+    # The index of upname[:n] among the known names, or -1. Compared 8 bytes
+    # at a time with the zero-padded names: the caller has zeroed the 8
+    # bytes after upname[n - 1].
+    cdef Py_ssize_t k, i
+    cdef uint64_t x, y, diff
+    if n > 32:
+        return -1
     for k in range(_KNOWN_FIRST[n], _NKNOWN):
         if _KNOWN_LEN[k] != n:
             break
-        if (_KNOWN_NAME[k][0] == upname[0] and _KNOWN_NAME[k][n - 1] == upname[n - 1]
-                and memcmp(upname, _KNOWN_NAME[k], n) == 0):
-            kind[0] = _KNOWN_KIND[k]
-            return _KNOWN_KEY[k]
-    return NULL
+        diff = 0
+        i = 0
+        while i < n:
+            memcpy(&x, upname + i, 8)
+            memcpy(&y, _KNOWN_PADDED[k] + i, 8)
+            diff |= x ^ y
+            i += 8
+        if diff == 0:
+            return k
+    return -1
+
+# at most this long, a value of a header above is shared
+DEF SHARED_VALUE_MAX = 256
 
 # Request methods and protocol strings seen on nearly every request.
 cdef dict _METHODS = {m.encode(): sys.intern(m) for m in (
@@ -324,6 +357,13 @@ cdef dict _presized(dict items, dict more=None):
     return d
 
 
+# Keys every request sets, in the base environ with a placeholder: in the
+# copy made per request, setting one replaces a value instead of adding an
+# entry, which costs a dict less. _build sets every one of them.
+cdef dict _PER_REQUEST = dict.fromkeys((K_METHOD, K_QUERY, K_RAW_URI, K_PROTOCOL, K_INPUT,
+                                        K_SCHEME, K_PATH_INFO, K_SCRIPT_NAME))
+
+
 def supports_config(cfg):
     """Whether this parser can serve a deployment with these settings.
 
@@ -382,6 +422,11 @@ cdef class ParserConfig:
         self.secure_lengths = 0
         for nb in self.secure_names:
             self.secure_lengths |= 1ULL << (len(nb) if len(nb) < 63 else 63)
+        # and which known names are among them
+        self.secure_known = 0
+        for k in range(_NKNOWN):
+            if _KNOWN[k][0] in self.secure_names:
+                self.secure_known |= 1ULL << k
         self.forwarder_headers = list(cfg.forwarder_headers or [])
         self.forwarder_all = "*" in self.forwarder_headers
         self.forwarder_names = _ascii_upper_names(self.forwarder_headers)
@@ -401,7 +446,27 @@ cdef class ParserConfig:
             "wsgi.file_wrapper": FileWrapper,
             "wsgi.input_terminated": True,
             "SERVER_SOFTWARE": SERVER_SOFTWARE,
-        })
+        }, _PER_REQUEST)
+
+    def __dealloc__(self):
+        cdef Py_ssize_t k
+        for k in range(_NKNOWN):
+            Py_XDECREF(self.shared_values[k])
+            self.shared_values[k] = NULL
+
+    cdef inline object shared_value(self, Py_ssize_t k, const char *v, Py_ssize_t n, bint ascii):
+        # the str of v[:n], the same object as last time when the bytes are
+        # the same (a str made from bytes, as here, holds them one per
+        # character, so its data compares with them directly)
+        cdef PyObject *last = self.shared_values[k]
+        if (last != NULL and PyUnicode_GET_LENGTH(<object>last) == n
+                and memcmp(PyUnicode_DATA(<object>last), v, n) == 0):
+            return <object>last
+        value = _ascii(v, n) if ascii else _latin1(v, n)
+        Py_INCREF(value)
+        self.shared_values[k] = <PyObject *>value
+        Py_XDECREF(last)
+        return value
 
     def renew_error_stream(self):
         """gunicorn builds wsgi.errors per request from the log handlers'
@@ -901,7 +966,7 @@ cdef class RequestParser:
         cdef unsigned char u, und
         cdef char upname[NAME_BUF + 16]
         cdef Py_ssize_t buf_end = PyBytes_GET_SIZE(self.buf)
-        cdef PyObject *known_key
+        cdef Py_ssize_t known
         cdef object key, value, old
         cdef char *kp
         cdef bytes nb
@@ -932,12 +997,14 @@ cdef class RequestParser:
             # needs no check of its own.
             n = tw_upper_name(p, a, buf_end, upname, NAME_BUF)
             key = None
-            kind = -1
+            known = -1
             if n > 0 and a + n < h_end:
-                known_key = _lookup_known(upname, n, &kind)
-                if known_key != NULL:
-                    key = <object>known_key
-            if kind >= 0:
+                memset(upname + n, 0, 8)
+                known = _lookup_known(upname, n)
+            if known >= 0:
+                kind = _KNOWN_KIND[known]
+                if _KNOWN_KEY[known] != NULL:
+                    key = <object>_KNOWN_KEY[known]
                 underscore = kind == H_SCRIPT_NAME
             else:
                 kind = H_OTHER
@@ -990,7 +1057,12 @@ cdef class RequestParser:
             if (b - a) + 2 > limit_size:
                 raise LimitRequestHeaders("limit request headers fields size")
 
-            value = _ascii(p + vs, ve - vs) if not (high & 0x80) else _latin1(p + vs, ve - vs)
+            if known >= 0 and _KNOWN_SHARED[known] and ve - vs <= SHARED_VALUE_MAX:
+                value = cfg.shared_value(known, p + vs, ve - vs, not (high & 0x80))
+            elif not (high & 0x80):
+                value = _ascii(p + vs, ve - vs)
+            else:
+                value = _latin1(p + vs, ve - vs)
 
             # gunicorn HeaderPolicy, in its order
             if kind == H_HOST:
@@ -1007,7 +1079,8 @@ cdef class RequestParser:
                         req._expected_100_continue = True
                 else:
                     raise ExpectationFailed(value)
-            if self.trusted and (cfg.secure_lengths >> (n if n < 63 else 63)) & 1:
+            if self.trusted and (((cfg.secure_known >> known) & 1) if known >= 0 else
+                                 ((cfg.secure_lengths >> (n if n < 63 else 63)) & 1)):
                 for nb in cfg.secure_names:
                     if _ci_equal(p + a, n, PyBytes_AS_STRING(nb), PyBytes_GET_SIZE(nb)):
                         scheme = _HTTPS if value == cfg.secure_scheme_headers[nb.decode()] else _HTTP
@@ -1072,9 +1145,9 @@ cdef class RequestParser:
                     kp[5 + i] = b'_' if c == 45 else c
             # "" is a shared object: whether the key was already there is told
             # by the size of the dict, not by the identity of the value
-            n = PyDict_Size(env)
+            n = PyDict_GET_SIZE(env)
             old = <object>PyDict_SetDefault(env, key, value)
-            if PyDict_Size(env) == n:
+            if PyDict_GET_SIZE(env) == n:
                 env[key] = old + "," + value
             a = b + 2
 

@@ -125,3 +125,42 @@ def test_value_of_every_length_with_obs_text():
             data = request([b"Host: a", b"X-Value: " + fill * length])
             ours = assert_same(data)
             assert ours.requests
+
+
+# A header of low variety whose bytes are those of its last value is given
+# that value without a scan; anything else must be scanned and judged anew.
+SHARED = [b"Host", b"User-Agent", b"Accept-Encoding", b"Connection", b"Sec-Fetch-Mode", b"DNT"]
+
+
+def near_misses(v):
+    return [v, v + b" ", v + b"\t", b" " + v, b"\t " + v + b"  ", v + b"x", v[:-1], b"x" + v[1:],
+            v + b"\x01", v + b"\x7f", v + b"\r", v + b"\n", v[:1] + b"\x00" + v[2:], v + b"\xe9",
+            v.upper(), b"", b"  ", v + b"z\n", v + b"z\nX-Y: 1", v + b"\x01\n"]
+
+
+@pytest.mark.parametrize("name", SHARED, ids=lambda b: b.decode())
+def test_value_seen_last_time_and_near_misses(name):
+    for first in (b"keep-alive", b"gzip, deflate, br", b"caf\xe9", b"1", b""):
+        for second in near_misses(first) + [first]:
+            for then_fold in (False, True):
+                headers = [b"Host: a"] if name != b"Host" else []
+                one = request(headers + [name + b": " + first])
+                two = request(headers + [name + b": " + second] +
+                              ([b" folded"] if then_fold else []) + [b"X-After: 1"])
+                # first on one connection, then both pipelined: the second
+                # request meets what the first left behind
+                assert_same(one + two)
+                assert_same(one + one + two)
+
+
+def test_shared_value_across_connections_of_one_worker():
+    from gunicorn.config import Config
+    config = hp.ParserConfig(Config())
+    envs = []
+    for value in (b"gzip", b"gzip", b"gzip ", b"br", b"gzip"):
+        parser = hp.RequestParser(config, None, ("127.0.0.1", 1), ("127.0.0.1", 2))
+        parser.feed(request([b"Host: a", b"Accept-Encoding: " + value]))
+        envs.append(parser.parse())
+    assert [e["HTTP_ACCEPT_ENCODING"] for e in envs] == ["gzip", "gzip", "gzip", "br", "gzip"]
+    # the same bytes give the same object, which is what saves the work
+    assert envs[0]["HTTP_ACCEPT_ENCODING"] is envs[1]["HTTP_ACCEPT_ENCODING"]

@@ -966,7 +966,8 @@ cdef class RequestParser:
         cdef unsigned char u, und
         cdef char upname[NAME_BUF + 16]
         cdef Py_ssize_t buf_end = PyBytes_GET_SIZE(self.buf)
-        cdef Py_ssize_t known
+        cdef Py_ssize_t known, n_last
+        cdef PyObject *last
         cdef object key, value, old
         cdef char *kp
         cdef bytes nb
@@ -1031,25 +1032,39 @@ cdef class RequestParser:
             # be a control character; note the first forbidden byte
             bad = -1
             high = 0
-            j = colon + 1
-            while True:
-                # stops at the CR of the head's end at the latest
-                j = tw_find_ctl(p, j, buf_end, &high)
-                if j >= h_end:
-                    b = h_end
-                    break
-                if p[j] == b'\r' and j + 1 < h_end and p[j + 1] == b'\n':
-                    b = j
-                    break
-                if bad < 0:
-                    bad = j
-                j += 1
             vs = colon + 1
-            ve = b
-            while vs < ve and (p[vs] == b' ' or p[vs] == b'\t'):
+            while vs < h_end and (p[vs] == b' ' or p[vs] == b'\t'):
                 vs += 1
-            while ve > vs and (p[ve - 1] == b' ' or p[ve - 1] == b'\t'):
-                ve -= 1
+            value = None
+            if known >= 0 and _KNOWN_SHARED[known]:
+                # The bytes of the value this header had last, then CRLF: that
+                # value was checked and trimmed when it was first seen, so
+                # these bytes need no scan.
+                last = cfg.shared_values[known]
+                if last != NULL:
+                    n_last = PyUnicode_GET_LENGTH(<object>last)
+                    b = vs + n_last
+                    if (b <= h_end and p[b] == b'\r' and p[b + 1] == b'\n'
+                            and memcmp(PyUnicode_DATA(<object>last), p + vs, n_last) == 0):
+                        value = <object>last
+                        ve = b
+            if value is None:
+                j = vs
+                while True:
+                    # stops at the CR of the head's end at the latest
+                    j = tw_find_ctl(p, j, buf_end, &high)
+                    if j >= h_end:
+                        b = h_end
+                        break
+                    if p[j] == b'\r' and j + 1 < h_end and p[j + 1] == b'\n':
+                        b = j
+                        break
+                    if bad < 0:
+                        bad = j
+                    j += 1
+                ve = b
+                while ve > vs and (p[ve - 1] == b' ' or p[ve - 1] == b'\t'):
+                    ve -= 1
             if b + 2 < h_end and (p[b + 2] == b' ' or p[b + 2] == b'\t'):
                 raise ObsoleteFolding(_latin1(p + a, n).upper())
             if bad >= 0:
@@ -1057,7 +1072,9 @@ cdef class RequestParser:
             if (b - a) + 2 > limit_size:
                 raise LimitRequestHeaders("limit request headers fields size")
 
-            if known >= 0 and _KNOWN_SHARED[known] and ve - vs <= SHARED_VALUE_MAX:
+            if value is not None:
+                pass
+            elif known >= 0 and _KNOWN_SHARED[known] and ve - vs <= SHARED_VALUE_MAX:
                 value = cfg.shared_value(known, p + vs, ve - vs, not (high & 0x80))
             elif not (high & 0x80):
                 value = _ascii(p + vs, ve - vs)

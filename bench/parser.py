@@ -197,19 +197,15 @@ def make_turbo(reuse, unseen_values=False):
 
         def one():
             i = state[0] = (state[0] + 1) % len(variants)
-            parser.feed(variants[i])
-            return parser.parse()
+            return parser.parse(variants[i])
     elif reuse:
         parser = RequestParser(config, None, PEER, SERVER)
 
         def one():
-            parser.feed(REQUEST)
-            return parser.parse()
+            return parser.parse(REQUEST)
     else:
         def one():
-            p = RequestParser(config, None, PEER, SERVER)
-            p.feed(REQUEST)
-            return p.parse()
+            return RequestParser(config, None, PEER, SERVER).parse(REQUEST)
 
     def check(env):
         assert env["HTTP_COOKIE"].startswith("sessionid=") and env["PATH_INFO"] == \

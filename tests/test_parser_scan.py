@@ -164,3 +164,27 @@ def test_shared_value_across_connections_of_one_worker():
     assert [e["HTTP_ACCEPT_ENCODING"] for e in envs] == ["gzip", "gzip", "gzip", "br", "gzip"]
     # the same bytes give the same object, which is what saves the work
     assert envs[0]["HTTP_ACCEPT_ENCODING"] is envs[1]["HTTP_ACCEPT_ENCODING"]
+
+
+# What one request leaves for the next on the same connection: the
+# connection's base environ keeps the method, protocol, query, scheme and
+# SCRIPT_NAME of the last request and is updated only when they change.
+def test_environ_keys_carried_between_requests_of_a_connection():
+    cfg = {"secure_scheme_headers": {"X-FORWARDED-PROTO": "https"}, "forwarded_allow_ips": "*"}
+    variants = [
+        request([b"Host: a"]),
+        request([b"Host: a"], line=b"POST /p?q=1 HTTP/1.1"),
+        request([b"Host: a", b"Content-Length: 0", b"Connection: keep-alive"], line=b"PUT /p? HTTP/1.0"),
+        request([b"Host: a", b"X-Forwarded-Proto: https"], line=b"GET /s/x HTTP/1.1"),
+        request([b"Host: a", b"SCRIPT_NAME: /s"], line=b"GET /s/x HTTP/1.1"),
+        request([b"Host: a", b"X-Forwarded-Proto: http"], line=b"HEAD /?a HTTP/1.1"),
+        request([b"Host: a"], line=b"DELETE /?a HTTP/1.1"),
+    ]
+    for overrides in (cfg, dict(cfg, header_map="dangerous")):
+        for order in (variants, variants[::-1], variants[1::2] + variants[::2]):
+            ours = assert_same(b"".join(order), overrides)
+            assert len(ours.requests) == len(order), ours.end
+        # each followed by each
+        for one in variants:
+            for two in variants:
+                assert_same(one + two + one, overrides)

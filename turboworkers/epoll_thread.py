@@ -737,20 +737,20 @@ class EpollThreadWorker(base.Worker):
         if data is None:
             self._rearm(conn, self._wait_for(conn))
             return
-        if data:
-            parser.feed(data)
-        else:
+        if not data:
             parser.feed_eof()
+            data = None
         sock = conn.sock
         req = None
         try:
             while True:
-                environ = parser.parse()
+                # what was received is fed by the first parse
+                environ = parser.parse(data)
+                data = None
                 if environ is None:
                     if self._more_in_tls(conn):
                         data = self._recv(conn)
                         if data:
-                            parser.feed(data)
                             continue
                         if data is False:
                             break

@@ -37,7 +37,7 @@ cdef class ParserConfig:
     cdef PyObject *shared_values[64]
 
     cdef bint peer_trusted(self, object peer_addr)
-    cdef object shared_value(self, Py_ssize_t k, const char *v, Py_ssize_t n, bint ascii)
+    cdef object new_shared_value(self, Py_ssize_t k, const char *v, Py_ssize_t n, bint ascii)
 
 
 cdef class Body:
@@ -111,6 +111,8 @@ cdef class RequestParser:
     cdef object server_name
     cdef object server_port
     cdef dict base_environ                    # per connection
+    # the values of these keys in base_environ (set by the last request)
+    cdef object last_method, last_protocol, last_query, last_scheme, last_script_name
     # receive buffer: bytes in [pos, len(buf)) are not consumed yet
     cdef bytes buf
     cdef Py_ssize_t pos

@@ -454,14 +454,11 @@ cdef class ParserConfig:
             Py_XDECREF(self.shared_values[k])
             self.shared_values[k] = NULL
 
-    cdef inline object shared_value(self, Py_ssize_t k, const char *v, Py_ssize_t n, bint ascii):
-        # the str of v[:n], the same object as last time when the bytes are
-        # the same (a str made from bytes, as here, holds them one per
-        # character, so its data compares with them directly)
+    cdef inline object new_shared_value(self, Py_ssize_t k, const char *v, Py_ssize_t n, bint ascii):
+        # The str of v[:n], kept as known header k's last value. A str made
+        # from bytes, as here, holds them one per character: _build compares
+        # its data with the next request's bytes directly.
         cdef PyObject *last = self.shared_values[k]
-        if (last != NULL and PyUnicode_GET_LENGTH(<object>last) == n
-                and memcmp(PyUnicode_DATA(<object>last), v, n) == 0):
-            return <object>last
         value = _ascii(v, n) if ascii else _latin1(v, n)
         Py_INCREF(value)
         self.shared_values[k] = <PyObject *>value
@@ -676,12 +673,15 @@ cdef class RequestParser:
 
     # -- requests --------------------------------------------------------
 
-    def parse(self):
-        """Parse the next request head from what was fed.
+    def parse(self, data=None):
+        """Parse the next request head from what was fed (``data``, if given,
+        is fed first: one call instead of two for each read).
 
         Returns the environ, None if more bytes are needed, or STOP when the
         input ended cleanly before a request began.
         """
+        if data is not None and len(data):
+            self._append(bytes(data) if type(data) is not bytes else data)
         if self.state == ST_BODY:
             if not self._finish_buffered():
                 return None
@@ -977,11 +977,19 @@ cdef class RequestParser:
         req._head_end = h_end
 
         # -- header fields ----------------------------------------------------
-        cdef dict env = PyDict_Copy(self.base_environ)
-        env[K_METHOD] = req.method
-        env[K_QUERY] = req.query
+        # The connection's base environ keeps the values of the previous
+        # request for the keys below; one is set again only when it changed
+        # (compared by identity: the parser hands out the same interned
+        # objects for the same method, protocol, scheme and empty strings).
+        cdef dict base = self.base_environ
+        if req.method is not self.last_method:
+            base[K_METHOD] = self.last_method = req.method
+        if req.protocol is not self.last_protocol:
+            base[K_PROTOCOL] = self.last_protocol = req.protocol
+        if req.query is not self.last_query:
+            base[K_QUERY] = self.last_query = req.query
+        cdef dict env = PyDict_Copy(base)
         env[K_RAW_URI] = req.uri
-        env[K_PROTOCOL] = req.protocol
         host = None
         script_name = cfg.script_name
         framing = None          # [(is_te, value)] for Content-Length / Transfer-Encoding
@@ -1075,7 +1083,7 @@ cdef class RequestParser:
             if value is not None:
                 pass
             elif known >= 0 and _KNOWN_SHARED[known] and ve - vs <= SHARED_VALUE_MAX:
-                value = cfg.shared_value(known, p + vs, ve - vs, not (high & 0x80))
+                value = cfg.new_shared_value(known, p + vs, ve - vs, not (high & 0x80))
             elif not (high & 0x80):
                 value = _ascii(p + vs, ve - vs)
             else:
@@ -1181,7 +1189,8 @@ cdef class RequestParser:
         env[K_INPUT] = body
 
         # -- the rest of wsgi.create ------------------------------------------
-        env[K_SCHEME] = req.scheme
+        if req.scheme is not self.last_scheme:
+            env[K_SCHEME] = base[K_SCHEME] = self.last_scheme = req.scheme
         if self.server_name is None:
             self._unix_server(env, host, req.scheme)
         if script_name:
@@ -1191,7 +1200,8 @@ cdef class RequestParser:
                     (path, script_name))
             path = path[len(script_name):]
         env[K_PATH_INFO] = _unquote(path)
-        env[K_SCRIPT_NAME] = script_name
+        if script_name is not self.last_script_name:
+            env[K_SCRIPT_NAME] = base[K_SCRIPT_NAME] = self.last_script_name = script_name
         return env
 
     cdef _framing(self, Request req, Body body, list framing):

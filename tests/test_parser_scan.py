@@ -188,3 +188,16 @@ def test_environ_keys_carried_between_requests_of_a_connection():
         for one in variants:
             for two in variants:
                 assert_same(one + two + one, overrides)
+
+
+@pytest.mark.parametrize("tail", TAILS[:2], ids=["alone", "pipelined"])
+@pytest.mark.parametrize("byte", [b"?", b"#", b"%", b"%41", b"%zz", b"\x7f", b"\x80", b"\x01", b"\t",
+                                  b"~", b"/"], ids=lambda b: repr(b)[2:-1])
+def test_request_target_byte_at_each_offset(byte, tail):
+    for length in (1, 2, 15, 16, 17, 31, 33):
+        for offset in range(0, length):
+            target = bytearray(b"/" + b"t" * length)
+            target[offset + 1:offset + 2] = byte
+            for extra in (b"", b"?q=%2F#f", b"#f?g"):
+                line = b"GET " + bytes(target) + extra + b" HTTP/1.1"
+                assert_same(request([b"Host: a"], line=line) + tail)

@@ -140,4 +140,56 @@ static inline ptrdiff_t tw_find_head_end(const char *p, ptrdiff_t i, ptrdiff_t l
     return -1;
 }
 
+/* A request-target p[a .. b): whether every byte is visible ASCII (0x21 to
+ * 0x7E), as gunicorn requires. Sets *question and *hash to the index of the
+ * first '?' and '#' (b when there is none) and *percent to whether a '%'
+ * occurs. Returns 0, or -1 for a byte that is not allowed. */
+static inline int tw_scan_target(const char *p, ptrdiff_t a, ptrdiff_t b, ptrdiff_t limit,
+                                 ptrdiff_t *question, ptrdiff_t *hash, int *percent)
+{
+    ptrdiff_t i = a;
+    *question = b;
+    *hash = b;
+    *percent = 0;
+#if TW_HAVE_SSE2
+    const __m128i lo = _mm_set1_epi8(0x21);
+    const __m128i del = _mm_set1_epi8(0x7f);
+    const __m128i q = _mm_set1_epi8('?');
+    const __m128i h = _mm_set1_epi8('#');
+    const __m128i pc = _mm_set1_epi8('%');
+    while (i < b && i + 16 <= limit) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(p + i));
+        /* lanes past b belong to the rest of the line */
+        unsigned int keep = (b - i >= 16) ? 0xffffu : ((1u << (b - i)) - 1u);
+        /* signed: bytes from 0x80 are negative, so below 0x21 too */
+        unsigned int bad = (unsigned int)_mm_movemask_epi8(
+            _mm_or_si128(_mm_cmplt_epi8(v, lo), _mm_cmpeq_epi8(v, del))) & keep;
+        if (bad)
+            return -1;
+        unsigned int mq = (unsigned int)_mm_movemask_epi8(_mm_cmpeq_epi8(v, q)) & keep;
+        unsigned int mh = (unsigned int)_mm_movemask_epi8(_mm_cmpeq_epi8(v, h)) & keep;
+        unsigned int mp = (unsigned int)_mm_movemask_epi8(_mm_cmpeq_epi8(v, pc)) & keep;
+        if (mq && *question == b)
+            *question = i + __builtin_ctz(mq);
+        if (mh && *hash == b)
+            *hash = i + __builtin_ctz(mh);
+        if (mp)
+            *percent = 1;
+        i += 16;
+    }
+#endif
+    for (; i < b; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (c < 0x21 || c > 0x7e)
+            return -1;
+        if (c == '?' && *question == b)
+            *question = i;
+        else if (c == '#' && *hash == b)
+            *hash = i;
+        else if (c == '%')
+            *percent = 1;
+    }
+    return 0;
+}
+
 #endif

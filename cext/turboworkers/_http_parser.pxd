@@ -125,6 +125,7 @@ cdef class RequestParser:
     cdef Py_ssize_t scan                      # where the next search resumes
     cdef bint resumed                         # head incomplete at the last attempt
     cdef bytes line_bytes
+    cdef bint path_quoted                     # the request's path may hold a %-escape
 
     cdef bint _fill(self, Py_ssize_t hint) except -1
     cdef _append(self, data)

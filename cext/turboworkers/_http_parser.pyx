@@ -38,6 +38,8 @@ cdef extern from "http_scan.h":
     Py_ssize_t tw_upper_name(const char *p, Py_ssize_t a, Py_ssize_t limit,
                              char *out, Py_ssize_t max) noexcept nogil
     Py_ssize_t tw_find_head_end(const char *p, Py_ssize_t i, Py_ssize_t limit) noexcept nogil
+    int tw_scan_target(const char *p, Py_ssize_t a, Py_ssize_t b, Py_ssize_t limit,
+                       Py_ssize_t *question, Py_ssize_t *hash, int *percent) noexcept nogil
 
 cdef extern from "Python.h":
     object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
@@ -836,7 +838,8 @@ cdef class RequestParser:
         cdef Py_ssize_t sp1, sp2, i, j, a, b, colon, vs, ve, n, k
         cdef const char *hit
         cdef unsigned char c
-        cdef int kind, major, minor
+        cdef int kind, major, minor, percent
+        cdef Py_ssize_t qpos, hpos
         cdef bytes nb
         cdef str method, uri, path, query, fragment
 
@@ -888,32 +891,24 @@ cdef class RequestParser:
 
         a = sp1 + 1
         b = sp2
-        for i in range(a, b):
-            c = <unsigned char>p[i]
-            if c < 0x21 or c > 0x7e:
-                raise InvalidRequestLine(_latin1(p + s, rl_end - s))
-        if a == b:
+        if a == b or tw_scan_target(p, a, b, PyBytes_GET_SIZE(self.buf), &qpos, &hpos, &percent) < 0:
             raise InvalidRequestLine(_latin1(p + s, rl_end - s))
         uri = _ascii(p + a, b - a)
         req.uri = uri
+        # PATH_INFO is the path unquoted: nothing to do without a '%'
+        self.path_quoted = percent != 0
         if p[a] == b'/':
             # origin-form: what urllib.parse.urlsplit yields, without it
-            j = b
-            hit = <const char *>memchr(p + a, c'#', b - a)
-            if hit != NULL:
-                j = hit - p
-                fragment = _ascii(p + j + 1, b - j - 1)
-            else:
-                fragment = _EMPTY
-            hit = <const char *>memchr(p + a, c'?', j - a)
-            if hit != NULL:
-                i = hit - p
-                query = _ascii(p + i + 1, j - i - 1)
-                path = _ascii(p + a, i - a)
+            j = hpos
+            fragment = _ascii(p + j + 1, b - j - 1) if j < b else _EMPTY
+            if qpos < j:
+                query = _ascii(p + qpos + 1, j - qpos - 1)
+                path = _ascii(p + a, qpos - a)
             else:
                 query = _EMPTY
                 path = uri if j == b else _ascii(p + a, j - a)
         else:
+            self.path_quoted = True
             if (b - a == 1 and p[a] == b'*') and method != "OPTIONS":
                 raise InvalidRequestLine(_latin1(p + s, rl_end - s))
             if method != "CONNECT" and uri != "*" and "://" not in uri:
@@ -1199,7 +1194,7 @@ cdef class RequestParser:
                     "Request path %r does not start with SCRIPT_NAME %r" %
                     (path, script_name))
             path = path[len(script_name):]
-        env[K_PATH_INFO] = _unquote(path)
+        env[K_PATH_INFO] = _unquote(path) if self.path_quoted else path
         if script_name is not self.last_script_name:
             env[K_SCRIPT_NAME] = base[K_SCRIPT_NAME] = self.last_script_name = script_name
         return env

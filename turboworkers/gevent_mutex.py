@@ -73,6 +73,12 @@ class _StopAccepting(Exception):
     """Thrown into the accepting greenlet when the worker stops."""
 
 
+class _KeepaliveExpired(BaseException):
+    """Thrown into a connection's greenlet when its next request head did
+    not come within ``keepalive`` seconds (a BaseException, as
+    gevent.Timeout is)."""
+
+
 class _Acceptor:
     """Accepting from a greenlet, waiting for the listeners in the hub.
 
@@ -585,9 +591,14 @@ class GeventMutexWorker(GeventWorker):
         if self.http.accelerated and self._h2:
             self.log.info("turboworkers: gunicorn's HTTP code (http_protocols includes h2)")
         self._ssl_context = ssl_context(self.cfg) if self.cfg.is_ssl else None
+        # plain connections are read through the parser's CoopSource (see
+        # handle_connection); TLS ones through the SSL socket
+        self._coop_source = (_ext.http_parser.CoopSource
+                             if self.http.accelerated and self._ssl_context is None else None)
         self._pre_request = self.cfg.pre_request
         self._post_request = self.cfg.post_request
         self._keepalive = self.cfg.keepalive
+        self._loop = get_hub().loop
         # Listener addresses are read now: a graceful stop closes the
         # listeners while connections accepted just before are still to be
         # served, and getsockname() of a closed listener fails (EBADF: the
@@ -720,9 +731,11 @@ class GeventMutexWorker(GeventWorker):
         """Serve the requests of one connection: keep-alive and pipelining."""
         req = None
         parser = None
+        timer = None
         me = gevent.getcurrent()
         try:
             client.setblocking(1)
+            source = None
             if self._ssl_context is not None:
                 client = self._ssl_context.wrap_socket(
                     client, server_side=True,
@@ -730,8 +743,17 @@ class GeventMutexWorker(GeventWorker):
                     do_handshake_on_connect=self.cfg.do_handshake_on_connect)
                 if not self.cfg.do_handshake_on_connect:
                     client.do_handshake()
-            parser = self.http.parser(client, addr, self.listener_name(listener))
-            self._conns[me] = (client, None)
+            elif self._coop_source is not None:
+                # Each request head within ``keepalive`` seconds, as gunicorn's
+                # gevent worker times it with a gevent.Timeout per request:
+                # here one timer per connection, started only when the parser
+                # has to wait.
+                if self._keepalive:
+                    timer = self._loop.timer(self._keepalive, self._keepalive)
+                source = self._coop_source(client, timer, me, _KeepaliveExpired)
+            parser = self.http.parser(client, addr, self.listener_name(listener), source)
+            conns = self._conns
+            conns[me] = (client, None)
             try:
                 if not self._keepalive:
                     environ = parser.next_request()
@@ -739,18 +761,26 @@ class GeventMutexWorker(GeventWorker):
                         req = parser.req
                         self.serve_request(listener, req, client, addr, environ)
                 else:
+                    idle = (client, parser)
+                    busy = (client, None)
                     first = True
                     while True:
                         req = None
                         environ = None
                         if not first:
                             # idle between requests: graceful shutdown may end it
-                            self._conns[me] = (client, parser)
-                        with self.timeout_ctx():
-                            environ = parser.next_request()
+                            conns[me] = idle
+                        if timer is not None:
+                            try:
+                                environ = parser.next_request()
+                            except _KeepaliveExpired:
+                                break
+                        else:
+                            with self.timeout_ctx():
+                                environ = parser.next_request()
                         if environ is None:
                             break
-                        self._conns[me] = (client, None)
+                        conns[me] = busy
                         first = False
                         req = parser.req
                         if not self.serve_request(listener, req, client, addr, environ):
@@ -778,6 +808,8 @@ class GeventMutexWorker(GeventWorker):
             self.handle_error(req, client, addr, e)
         finally:
             self._conns.pop(me, None)
+            if timer is not None:
+                timer.close()
             rested = True
             if parser is not None:
                 rested = parser.at_rest()

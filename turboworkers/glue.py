@@ -118,8 +118,11 @@ class HttpCore:
         if self.accelerated:
             self.config.renew_error_stream()
 
-    def parser(self, client, addr, server_name):
-        return self._parser_mod.RequestParser(self.config, client, addr, server_name, client)
+    def parser(self, client, addr, server_name, source=None):
+        """The parser of one connection; it receives from ``source`` (by
+        default the client socket itself)."""
+        return self._parser_mod.RequestParser(self.config, client if source is None else source,
+                                              addr, server_name, client)
 
     def response(self, client, req):
         return self._response_mod.Response(client, req.version, req.method, req.should_close(),

@@ -597,6 +597,7 @@ class GeventMutexWorker(GeventWorker):
                              if self.http.accelerated and self._ssl_context is None else None)
         self._pre_request = self.cfg.pre_request
         self._post_request = self.cfg.post_request
+        self._access_log = glue.access_log_wanted(self.log)
         self._keepalive = self.cfg.keepalive
         self._loop = get_hub().loop
         # Listener addresses are read now: a graceful stop closes the
@@ -835,7 +836,7 @@ class GeventMutexWorker(GeventWorker):
         return True
 
     def _serve_request(self, listener, req, client, addr, environ):
-        request_start = datetime.now()
+        request_start = datetime.now() if self._access_log else None
         resp = None
         try:
             self._pre_request(self, req)

@@ -99,9 +99,11 @@ cdef class CoopSource:
     cdef object expired
     cdef bint timing                          # in next_request(): arm on a wait
     cdef bint armed
+    cdef bint wait_first                      # wait in the hub before the next recv
 
     cdef bytes _recv(self, Py_ssize_t size)
     cdef int _stop_timing(self) except -1
+    cdef int _wait(self, sock) except -1
 
 
 cdef class RequestParser:

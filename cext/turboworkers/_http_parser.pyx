@@ -546,6 +546,10 @@ cdef class CoopSource:
         cdef ssize_t n
         cdef int fd, err
         sock = self.sock
+        if self.wait_first:
+            self.wait_first = False
+            if sock.timeout is None:
+                self._wait(sock)
         while True:
             # fileno() each time: a socket closed meanwhile must fail (EBADF),
             # never read a descriptor number reused since
@@ -574,12 +578,16 @@ cdef class CoopSource:
             if err != EAGAIN or sock.timeout == 0.0:
                 # OSError picks the subclass (ConnectionResetError...)
                 raise OSError(err, os.strerror(err))
-            if self.timing and not self.armed:
-                # again(), not start(): a libev timer started after stop()
-                # would only have what was left of its time
-                self.timer.again(self.greenlet.throw, self.expired, update=True)
-                self.armed = True
-            sock._wait(sock._read_event)
+            self._wait(sock)
+
+    cdef int _wait(self, sock) except -1:
+        if self.timing and not self.armed:
+            # again(), not start(): a libev timer started after stop()
+            # would only have what was left of its time
+            self.timer.again(self.greenlet.throw, self.expired, update=True)
+            self.armed = True
+        sock._wait(sock._read_event)
+        return 0
 
     cdef int _stop_timing(self) except -1:
         self.timing = False
@@ -707,12 +715,22 @@ cdef class RequestParser:
         With a ``CoopSource`` that has a timer, the time this takes is
         bounded (see ``CoopSource``)."""
         cdef CoopSource src
-        if type(self.source) is CoopSource and (<CoopSource>self.source).timer is not None:
+        if type(self.source) is CoopSource:
             src = <CoopSource>self.source
-            src.timing = True
+            if self.req is not None and PyBytes_GET_SIZE(self.buf) <= self.pos:
+                # The next request of a keep-alive connection, nothing of it
+                # received yet: it can hardly be there already (its client
+                # was just answered), so wait in the hub before trying to
+                # receive. That saves a recv that fails, and above all the
+                # greenlet goes back to the end of the hub's line: a client
+                # answering fast must not have its connection served again
+                # and again while the others wait (the tail latency).
+                src.wait_first = True
+            src.timing = src.timer is not None
             try:
                 return self._next_request()
             finally:
+                src.wait_first = False
                 src._stop_timing()
         return self._next_request()
 

@@ -740,6 +740,18 @@ def test_hooks_and_access_log(gunicorn_server, tmp_path):
     assert all(line.startswith(prefix) for line, prefix in zip(lines, expected_access)), lines
 
 
+def test_default_pre_request_logs_at_debug_level(gunicorn_server):
+    """gunicorn's own pre_request hook writes "METHOD path" at debug level
+    (the worker skips it only when that line would go nowhere)."""
+    srv = gunicorn_server(name="gevent-debug-hook", worker_class=GEVENT, workers=1,
+                          args=COMMON_ARGS + ["--log-level", "debug"])
+    assert srv.get("/_/hello/debug-line").status == 200
+    deadline = time.monotonic() + 10
+    while "GET /_/hello/debug-line" not in srv.log_text() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert "GET /_/hello/debug-line" in srv.log_text(), srv.log_tail()
+
+
 def _new_workers(srv, count, exclude, timeout=30):
     deadline = time.monotonic() + timeout
     while True:

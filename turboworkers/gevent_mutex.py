@@ -595,8 +595,7 @@ class GeventMutexWorker(GeventWorker):
         # handle_connection); TLS ones through the SSL socket
         self._coop_source = (_ext.http_parser.CoopSource
                              if self.http.accelerated and self._ssl_context is None else None)
-        self._pre_request = self.cfg.pre_request
-        self._post_request = self.cfg.post_request
+        self._pre_request, self._post_request = glue.request_hooks(self.cfg, self.log)
         self._access_log = glue.access_log_wanted(self.log)
         self._keepalive = self.cfg.keepalive
         self._loop = get_hub().loop
@@ -839,7 +838,8 @@ class GeventMutexWorker(GeventWorker):
         request_start = datetime.now() if self._access_log else None
         resp = None
         try:
-            self._pre_request(self, req)
+            if self._pre_request is not None:
+                self._pre_request(self, req)
             resp = self.http.response(client, req)
             environ["wsgi.early_hints"] = resp.send_early_hints
             self.nr += 1
@@ -872,10 +872,11 @@ class GeventMutexWorker(GeventWorker):
                 raise StopIteration()
             raise
         finally:
-            try:
-                self._post_request(self, req, environ, resp)
-            except Exception:
-                self.log.exception("Exception in post_request hook")
+            if self._post_request is not None:
+                try:
+                    self._post_request(self, req, environ, resp)
+                except Exception:
+                    self.log.exception("Exception in post_request hook")
 
 
 def _queue_refusal():

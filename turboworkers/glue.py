@@ -1,6 +1,7 @@
 """What every turbo worker shares: the choice of HTTP code, the start checks,
 and calling the application."""
 import errno
+import logging
 import sys
 from datetime import datetime
 
@@ -128,6 +129,25 @@ class HttpCore:
         return self._response_mod.Response(client, req.version, req.method, req.should_close(),
                                            cfg_sendfile=self._sendfile, is_ssl=self._is_ssl,
                                            uwsgi=self._uwsgi)
+
+
+def request_hooks(cfg, log):
+    """``(pre_request, post_request)`` to call for each request; None for a
+    hook that would do nothing.
+
+    gunicorn's default ``post_request`` is empty, and its default
+    ``pre_request`` only writes a debug line: with gunicorn's own logger
+    below debug level (a worker's level is set once, at start), it writes
+    nothing.
+    """
+    from gunicorn.config import PostRequest, PreRequest
+    pre, post = cfg.pre_request, cfg.post_request
+    if (pre is PreRequest.default and type(log).debug is Logger.debug
+            and not log.error_log.isEnabledFor(logging.DEBUG)):
+        pre = None
+    if post is PostRequest.default:
+        post = None
+    return pre, post
 
 
 def access_log_wanted(log):

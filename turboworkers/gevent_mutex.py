@@ -41,7 +41,8 @@ from gevent.hub import Waiter, get_hub
 
 from gunicorn import http, util
 from gunicorn.sock import ssl_context
-from gunicorn.workers import base
+from gunicorn.workers import base, base_async
+from gunicorn.workers.base_async import ALREADY_HANDLED
 from gunicorn.workers.ggevent import GeventWorker
 
 from turboworkers import accept as _accept
@@ -596,6 +597,17 @@ class GeventMutexWorker(GeventWorker):
         self._coop_source = (_ext.http_parser.CoopSource
                              if self.http.accelerated and self._ssl_context is None else None)
         self._pre_request, self._post_request = glue.request_hooks(self.cfg, self.log)
+        if self.http.accelerated:
+            # what HttpCore.response does, without its frame per request
+            self._response = _ext.response.Response
+            options = self.http.response_options()
+            self._response_options = (options["cfg_sendfile"], options["is_ssl"],
+                                      options["uwsgi"])
+        # gunicorn's AsyncWorker.is_already_handled, unless a subclass has
+        # its own
+        self._already_handled = (None if type(self).is_already_handled is
+                                 base_async.AsyncWorker.is_already_handled
+                                 else self.is_already_handled)
         self._access_log = glue.access_log_wanted(self.log)
         self._keepalive = self.cfg.keepalive
         self._loop = get_hub().loop
@@ -823,8 +835,58 @@ class GeventMutexWorker(GeventWorker):
 
     def serve_request(self, listener, req, client, addr, environ):
         """One request: True when the connection may carry another one."""
+        # one Python frame per request: this is the hot path
         try:
-            return self._serve_request(listener, req, client, addr, environ)
+            request_start = datetime.now() if self._access_log else None
+            resp = None
+            try:
+                if self._pre_request is not None:
+                    self._pre_request(self, req)
+                resp = self._response(client, req.version, req.method, req.should_close(),
+                                      *self._response_options)
+                environ["wsgi.early_hints"] = resp.send_early_hints
+                self.nr += 1
+                if self.nr >= self.max_requests:
+                    if self.alive:
+                        self.log.info("Autorestarting worker after current request.")
+                        self.alive = False
+                        self._stopping.set()
+                if not self._alive or not self._keepalive:
+                    resp.force_close()
+                respiter = self.wsgi(environ, resp.start_response)
+                if self._already_handled is not None:
+                    if self._already_handled(respiter):
+                        return False
+                elif respiter == ALREADY_HANDLED:
+                    return False
+                if type(respiter) is list and request_start is None:
+                    # glue.write_answer's common case, without its frame
+                    resp.write_list(respiter)
+                else:
+                    glue.write_answer(self, req, environ, resp, respiter, request_start)
+                if resp.should_close():
+                    self.log.debug("Closing connection. ")
+                    return False
+                return True
+            except OSError:
+                util.reraise(*sys.exc_info())
+            except (Exception, SystemExit):
+                if resp is not None and resp.headers_sent:
+                    # Headers are out: a 500 now would corrupt the response.
+                    self.log.exception("Error handling request")
+                    try:
+                        client.shutdown(socket.SHUT_RDWR)
+                        client.close()
+                    except OSError:
+                        pass
+                    raise StopIteration()
+                raise
+            finally:
+                if self._post_request is not None:
+                    try:
+                        self._post_request(self, req, environ, resp)
+                    except Exception:
+                        self.log.exception("Exception in post_request hook")
         except gevent.GreenletExit:
             # killed (graceful timeout): the connection ends here
             return False
@@ -833,50 +895,6 @@ class GeventMutexWorker(GeventWorker):
             # (or a timeout abort) is swallowed
             pass
         return True
-
-    def _serve_request(self, listener, req, client, addr, environ):
-        request_start = datetime.now() if self._access_log else None
-        resp = None
-        try:
-            if self._pre_request is not None:
-                self._pre_request(self, req)
-            resp = self.http.response(client, req)
-            environ["wsgi.early_hints"] = resp.send_early_hints
-            self.nr += 1
-            if self.nr >= self.max_requests:
-                if self.alive:
-                    self.log.info("Autorestarting worker after current request.")
-                    self.alive = False
-                    self._stopping.set()
-            if not self.alive or not self._keepalive:
-                resp.force_close()
-            respiter = self.wsgi(environ, resp.start_response)
-            if self.is_already_handled(respiter):
-                return False
-            glue.write_answer(self, req, environ, resp, respiter, request_start)
-            if resp.should_close():
-                self.log.debug("Closing connection. ")
-                return False
-            return True
-        except OSError:
-            util.reraise(*sys.exc_info())
-        except (Exception, SystemExit):
-            if resp is not None and resp.headers_sent:
-                # Headers are out: a 500 now would corrupt the response.
-                self.log.exception("Error handling request")
-                try:
-                    client.shutdown(socket.SHUT_RDWR)
-                    client.close()
-                except OSError:
-                    pass
-                raise StopIteration()
-            raise
-        finally:
-            if self._post_request is not None:
-                try:
-                    self._post_request(self, req, environ, resp)
-                except Exception:
-                    self.log.exception("Exception in post_request hook")
 
 
 def _queue_refusal():

@@ -127,8 +127,11 @@ class HttpCore:
 
     def response(self, client, req):
         return self._response_mod.Response(client, req.version, req.method, req.should_close(),
-                                           cfg_sendfile=self._sendfile, is_ssl=self._is_ssl,
-                                           uwsgi=self._uwsgi)
+                                           **self.response_options())
+
+    def response_options(self):
+        """The keyword arguments of every Response of this deployment."""
+        return {"cfg_sendfile": self._sendfile, "is_ssl": self._is_ssl, "uwsgi": self._uwsgi}
 
 
 def request_hooks(cfg, log):

@@ -552,8 +552,10 @@ cdef class CoopSource:
                 self._wait(sock)
         while True:
             # fileno() each time: a socket closed meanwhile must fail (EBADF),
-            # never read a descriptor number reused since
-            fd = sock.fileno()
+            # never read a descriptor number reused since. gevent's fileno()
+            # is this, in a Python frame (a closed one has a stand-in whose
+            # fileno() is -1).
+            fd = sock._sock.fileno()
             if size <= SMALL_RECV:
                 n = recv(fd, _small_recv, <size_t>size, MSG_DONTWAIT)
                 if n >= 0:

@@ -448,16 +448,31 @@ def test_slow_clients_do_not_stop_others(gunicorn_server):
 
 
 @pytest.mark.skipif(not ACCELERATED, reason="the compiled parser's reader")
-def test_coop_source_reads_as_gevent_recv_does():
+@pytest.mark.parametrize("watcher", [False, True])
+def test_coop_source_reads_as_gevent_recv_does(watcher):
     """CoopSource.recv: what gevent's socket.recv returns or raises, waiting
-    in the hub when nothing is there; its timer bounds only next_request()."""
-    code = textwrap.dedent("""
+    in the hub when nothing is there (with the socket's own wait, or with a
+    read watcher of its own)."""
+    code = "WATCHER = %r\n" % watcher + textwrap.dedent("""
         import errno, gevent, gevent.socket
+        from gevent.hub import Waiter, get_hub
         from turboworkers._http_parser import CoopSource
         a, b = gevent.socket.socketpair()
-        src = CoopSource(a)
+        if WATCHER:
+            hub = get_hub()
+            src = CoopSource(a, watcher=hub.loop.io(a.fileno(), 1), waiter_class=Waiter,
+                             hub=hub)
+        else:
+            src = CoopSource(a)
         gevent.spawn_later(0.05, b.sendall, b"late")
         assert src.recv(100) == b"late"           # waited in the hub
+        # readable while nobody waits: the loop turns on, the bytes are
+        # there for the next recv
+        b.sendall(b"early")
+        gevent.sleep(0.05)
+        assert src.recv(100) == b"early"
+        gevent.spawn_later(0.05, b.sendall, b"again")
+        assert src.recv(100) == b"again"
         b.sendall(b"x" * 40000)
         got = b""
         while len(got) < 40000:
@@ -473,6 +488,7 @@ def test_coop_source_reads_as_gevent_recv_does():
         a.settimeout(None)
         b.close()
         assert src.recv(10) == b""
+        src.close()
         a.close()
         try:
             src.recv(10)

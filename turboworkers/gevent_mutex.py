@@ -610,7 +610,8 @@ class GeventMutexWorker(GeventWorker):
                                  else self.is_already_handled)
         self._access_log = glue.access_log_wanted(self.log)
         self._keepalive = self.cfg.keepalive
-        self._loop = get_hub().loop
+        self._hub = get_hub()
+        self._loop = self._hub.loop
         # Listener addresses are read now: a graceful stop closes the
         # listeners while connections accepted just before are still to be
         # served, and getsockname() of a closed listener fails (EBADF: the
@@ -744,10 +745,10 @@ class GeventMutexWorker(GeventWorker):
         req = None
         parser = None
         timer = None
+        source = None
         me = gevent.getcurrent()
         try:
             client.setblocking(1)
-            source = None
             if self._ssl_context is not None:
                 client = self._ssl_context.wrap_socket(
                     client, server_side=True,
@@ -762,7 +763,8 @@ class GeventMutexWorker(GeventWorker):
                 # has to wait.
                 if self._keepalive:
                     timer = self._loop.timer(self._keepalive, self._keepalive)
-                source = self._coop_source(client, timer, me, _KeepaliveExpired)
+                source = self._coop_source(client, timer, me, _KeepaliveExpired,
+                                           self._loop.io(client.fileno(), 1), Waiter, self._hub)
             parser = self.http.parser(client, addr, self.listener_name(listener), source)
             conns = self._conns
             conns[me] = (client, None)
@@ -822,6 +824,8 @@ class GeventMutexWorker(GeventWorker):
             self._conns.pop(me, None)
             if timer is not None:
                 timer.close()
+            if source is not None:
+                source.close()
             rested = True
             if parser is not None:
                 rested = parser.at_rest()

@@ -100,6 +100,10 @@ cdef class CoopSource:
     cdef bint timing                          # in next_request(): arm on a wait
     cdef bint armed
     cdef bint wait_first                      # wait in the hub before the next recv
+    cdef object watcher                       # the connection's read watcher, or None
+    cdef object waiter_class
+    cdef object hub
+    cdef object waiter                        # while waiting: what the watcher wakes
 
     cdef bytes _recv(self, Py_ssize_t size)
     cdef int _stop_timing(self) except -1

@@ -521,7 +521,10 @@ cdef class CoopSource:
     a keep-alive connection that is every request. Here the system call is
     made on the descriptor (non-blocking, as gevent keeps it) and an empty
     socket is waited for with the socket's own ``_wait``, as gevent's recv
-    does; gevent's ``timeout`` of the socket is honoured the same way.
+    does, or, given ``watcher`` (the loop's io watcher for the descriptor),
+    ``waiter_class`` (gevent's Waiter) and ``hub``, with that watcher, kept
+    started for the connection's life. A ``timeout`` of 0 on the socket
+    raises as gevent's recv does.
 
     ``timer`` (a gevent loop timer whose repeat is its time) bounds ``RequestParser.next_request()``
     as gunicorn's gevent worker bounds it with ``gevent.Timeout(keepalive)``,
@@ -531,11 +534,40 @@ cdef class CoopSource:
     timed, as with gevent.
     """
 
-    def __init__(self, sock, timer=None, greenlet=None, expired=None):
+    def __init__(self, sock, timer=None, greenlet=None, expired=None, watcher=None,
+                 waiter_class=None, hub=None):
         self.sock = sock
         self.timer = timer
         self.greenlet = greenlet
         self.expired = expired
+        if watcher is not None:
+            # One read watcher for the connection's life, started once.
+            # gevent's socket starts its watcher for each wait and stops it
+            # after: when the application then waits elsewhere (a database,
+            # a sleep) for a turn of the loop, libev forgets the descriptor
+            # and the next wait costs an epoll_ctl that fails (EEXIST).
+            self.watcher = watcher
+            self.waiter_class = waiter_class
+            self.hub = hub
+            watcher.start(self._readable)
+
+    def _readable(self):
+        # in the hub
+        waiter = self.waiter
+        if waiter is not None:
+            waiter.switch(None)
+        else:
+            # readable while nobody waits (a pipelined request, the client
+            # gone): level-triggered, it would fire on every turn of the
+            # loop; the next wait looks at it again
+            self.watcher.stop()
+
+    def close(self):
+        """Stop and free the read watcher (before the socket is closed)."""
+        watcher, self.watcher = self.watcher, None
+        if watcher is not None:
+            watcher.stop()
+            watcher.close()
 
     def recv(self, Py_ssize_t size):
         return self._recv(size)
@@ -588,7 +620,19 @@ cdef class CoopSource:
             # would only have what was left of its time
             self.timer.again(self.greenlet.throw, self.expired, update=True)
             self.armed = True
-        sock._wait(sock._read_event)
+        watcher = self.watcher
+        if watcher is None or sock._read_event is None:
+            # (a socket closed meanwhile: gevent raises what it raises)
+            sock._wait(sock._read_event)
+            return 0
+        if not watcher.active:
+            watcher.start(self._readable)
+        waiter = self.waiter_class(self.hub)
+        self.waiter = waiter
+        try:
+            waiter.get()
+        finally:
+            self.waiter = None
         return 0
 
     cdef int _stop_timing(self) except -1:

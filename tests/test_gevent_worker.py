@@ -447,6 +447,120 @@ def test_slow_clients_do_not_stop_others(gunicorn_server):
             s.close()
 
 
+@pytest.mark.skipif(not ACCELERATED, reason="the compiled parser's reader")
+@pytest.mark.parametrize("watcher", [False, True])
+def test_coop_source_reads_as_gevent_recv_does(watcher):
+    """CoopSource.recv: what gevent's socket.recv returns or raises, waiting
+    in the hub when nothing is there (with the socket's own wait, or with a
+    read watcher of its own)."""
+    code = "WATCHER = %r\n" % watcher + textwrap.dedent("""
+        import errno, gevent, gevent.socket
+        from gevent.hub import Waiter, get_hub
+        from turboworkers._http_parser import CoopSource
+        a, b = gevent.socket.socketpair()
+        if WATCHER:
+            hub = get_hub()
+            src = CoopSource(a, watcher=hub.loop.io(a.fileno(), 1), waiter_class=Waiter,
+                             hub=hub)
+        else:
+            src = CoopSource(a)
+        gevent.spawn_later(0.05, b.sendall, b"late")
+        assert src.recv(100) == b"late"           # waited in the hub
+        # readable while nobody waits: the loop turns on, the bytes are
+        # there for the next recv
+        b.sendall(b"early")
+        gevent.sleep(0.05)
+        assert src.recv(100) == b"early"
+        gevent.spawn_later(0.05, b.sendall, b"again")
+        assert src.recv(100) == b"again"
+        b.sendall(b"x" * 40000)
+        got = b""
+        while len(got) < 40000:
+            got += src.recv(20000)                # larger than the stack buffer
+        assert got == b"x" * 40000
+        a.settimeout(0.0)
+        try:
+            src.recv(10)
+        except BlockingIOError:
+            pass
+        else:
+            raise AssertionError("no BlockingIOError")
+        a.settimeout(None)
+        b.close()
+        assert src.recv(10) == b""
+        src.close()
+        a.close()
+        try:
+            src.recv(10)
+        except OSError as e:
+            assert e.errno == errno.EBADF, e
+        else:
+            raise AssertionError("recv on a closed socket")
+        print("ok")
+    """)
+    proc = _run_python(code)
+    assert proc.returncode == 0 and proc.stdout.strip() == b"ok", proc.stdout
+
+
+def _read_response(s, data=b""):
+    """One response with a Content-Length from socket ``s``: (response, rest)."""
+    while b"\r\n\r\n" not in data:
+        piece = s.recv(65536)
+        assert piece, data
+        data += piece
+    head, _, rest = data.partition(b"\r\n\r\n")
+    length = int([l.split(b":", 1)[1] for l in head.split(b"\r\n")
+                  if l.lower().startswith(b"content-length:")][0])
+    while len(rest) < length:
+        piece = s.recv(65536)
+        assert piece, data + rest
+        rest += piece
+    return head + b"\r\n\r\n" + rest[:length], rest[length:]
+
+
+def test_keepalive_bounds_each_head_not_the_body(gunicorn_server):
+    """As gunicorn's gevent worker: the wait for each request head is bounded
+    by ``keepalive`` (an idle connection is closed, nothing sent to it); the
+    application reading a body is not, however long the client pauses."""
+    srv = gunicorn_server(name="gevent-keepalive-bound", worker_class=GEVENT, workers=1,
+                          args=COMMON_ARGS + ["--keep-alive", "1"])
+    body = b"0123456789" * 100
+    s = srv.connect(timeout=30)
+    try:
+        s.sendall(b"POST /_/digest HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n"
+                  % len(body) + body[:300])
+        # longer than keepalive, in the middle of the body
+        time.sleep(1.6)
+        s.sendall(body[300:])
+        resp, rest = _read_response(s)
+        assert resp.startswith(b"HTTP/1.1 200"), resp[:300]
+        assert json.loads(resp.partition(b"\r\n\r\n")[2]) == {
+            "length": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+        assert b"\r\nConnection: close" not in resp.partition(b"\r\n\r\n")[0], resp
+        # the connection stays usable, the bound being on each wait, never
+        # on the connection's life: requests each well within keepalive, for
+        # longer than keepalive in all...
+        for _ in range(12):
+            time.sleep(0.2)
+            s.sendall(b"GET /_/hello HTTP/1.1\r\nHost: t\r\n\r\n")
+            resp, rest = _read_response(s, rest)
+            assert resp.endswith(b"Hello, world!\n"), resp
+        # ...and is closed when none comes within keepalive
+        deadline = time.monotonic() + 20
+        got = rest
+        while time.monotonic() < deadline:
+            piece = s.recv(4096)
+            if not piece:
+                break
+            got += piece
+        else:
+            pytest.fail("an idle keep-alive connection was not closed\n" + srv.log_tail())
+        assert got == b"", got
+    finally:
+        s.close()
+    assert srv.get("/_/hello").status == 200
+
+
 # -- lifecycle ------------------------------------------------------------------
 
 def test_graceful_shutdown_finishes_in_flight_request(gunicorn_server, tmp_path):
@@ -640,6 +754,18 @@ def test_hooks_and_access_log(gunicorn_server, tmp_path):
     lines = sorted(access.read_text().splitlines())
     assert len(lines) == 3 and lines[0] == expected_access[0], lines
     assert all(line.startswith(prefix) for line, prefix in zip(lines, expected_access)), lines
+
+
+def test_default_pre_request_logs_at_debug_level(gunicorn_server):
+    """gunicorn's own pre_request hook writes "METHOD path" at debug level
+    (the worker skips it only when that line would go nowhere)."""
+    srv = gunicorn_server(name="gevent-debug-hook", worker_class=GEVENT, workers=1,
+                          args=COMMON_ARGS + ["--log-level", "debug"])
+    assert srv.get("/_/hello/debug-line").status == 200
+    deadline = time.monotonic() + 10
+    while "GET /_/hello/debug-line" not in srv.log_text() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert "GET /_/hello/debug-line" in srv.log_text(), srv.log_tail()
 
 
 def _new_workers(srv, count, exclude, timeout=30):

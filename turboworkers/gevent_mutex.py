@@ -41,7 +41,8 @@ from gevent.hub import Waiter, get_hub
 
 from gunicorn import http, util
 from gunicorn.sock import ssl_context
-from gunicorn.workers import base
+from gunicorn.workers import base, base_async
+from gunicorn.workers.base_async import ALREADY_HANDLED
 from gunicorn.workers.ggevent import GeventWorker
 
 from turboworkers import accept as _accept
@@ -71,6 +72,12 @@ _ACCEPT_RETRY = (errno.EAGAIN, errno.EWOULDBLOCK, errno.ECONNABORTED, errno.EINT
 
 class _StopAccepting(Exception):
     """Thrown into the accepting greenlet when the worker stops."""
+
+
+class _KeepaliveExpired(BaseException):
+    """Thrown into a connection's greenlet when its next request head did
+    not come within ``keepalive`` seconds (a BaseException, as
+    gevent.Timeout is)."""
 
 
 class _Acceptor:
@@ -585,9 +592,26 @@ class GeventMutexWorker(GeventWorker):
         if self.http.accelerated and self._h2:
             self.log.info("turboworkers: gunicorn's HTTP code (http_protocols includes h2)")
         self._ssl_context = ssl_context(self.cfg) if self.cfg.is_ssl else None
-        self._pre_request = self.cfg.pre_request
-        self._post_request = self.cfg.post_request
+        # plain connections are read through the parser's CoopSource (see
+        # handle_connection); TLS ones through the SSL socket
+        self._coop_source = (_ext.http_parser.CoopSource
+                             if self.http.accelerated and self._ssl_context is None else None)
+        self._pre_request, self._post_request = glue.request_hooks(self.cfg, self.log)
+        if self.http.accelerated:
+            # what HttpCore.response does, without its frame per request
+            self._response = _ext.response.Response
+            options = self.http.response_options()
+            self._response_options = (options["cfg_sendfile"], options["is_ssl"],
+                                      options["uwsgi"])
+        # gunicorn's AsyncWorker.is_already_handled, unless a subclass has
+        # its own
+        self._already_handled = (None if type(self).is_already_handled is
+                                 base_async.AsyncWorker.is_already_handled
+                                 else self.is_already_handled)
+        self._access_log = glue.access_log_wanted(self.log)
         self._keepalive = self.cfg.keepalive
+        self._hub = get_hub()
+        self._loop = self._hub.loop
         # Listener addresses are read now: a graceful stop closes the
         # listeners while connections accepted just before are still to be
         # served, and getsockname() of a closed listener fails (EBADF: the
@@ -720,6 +744,8 @@ class GeventMutexWorker(GeventWorker):
         """Serve the requests of one connection: keep-alive and pipelining."""
         req = None
         parser = None
+        timer = None
+        source = None
         me = gevent.getcurrent()
         try:
             client.setblocking(1)
@@ -730,8 +756,18 @@ class GeventMutexWorker(GeventWorker):
                     do_handshake_on_connect=self.cfg.do_handshake_on_connect)
                 if not self.cfg.do_handshake_on_connect:
                     client.do_handshake()
-            parser = self.http.parser(client, addr, self.listener_name(listener))
-            self._conns[me] = (client, None)
+            elif self._coop_source is not None:
+                # Each request head within ``keepalive`` seconds, as gunicorn's
+                # gevent worker times it with a gevent.Timeout per request:
+                # here one timer per connection, started only when the parser
+                # has to wait.
+                if self._keepalive:
+                    timer = self._loop.timer(self._keepalive, self._keepalive)
+                source = self._coop_source(client, timer, me, _KeepaliveExpired,
+                                           self._loop.io(client.fileno(), 1), Waiter, self._hub)
+            parser = self.http.parser(client, addr, self.listener_name(listener), source)
+            conns = self._conns
+            conns[me] = (client, None)
             try:
                 if not self._keepalive:
                     environ = parser.next_request()
@@ -739,18 +775,26 @@ class GeventMutexWorker(GeventWorker):
                         req = parser.req
                         self.serve_request(listener, req, client, addr, environ)
                 else:
+                    idle = (client, parser)
+                    busy = (client, None)
                     first = True
                     while True:
                         req = None
                         environ = None
                         if not first:
                             # idle between requests: graceful shutdown may end it
-                            self._conns[me] = (client, parser)
-                        with self.timeout_ctx():
-                            environ = parser.next_request()
+                            conns[me] = idle
+                        if timer is not None:
+                            try:
+                                environ = parser.next_request()
+                            except _KeepaliveExpired:
+                                break
+                        else:
+                            with self.timeout_ctx():
+                                environ = parser.next_request()
                         if environ is None:
                             break
-                        self._conns[me] = (client, None)
+                        conns[me] = busy
                         first = False
                         req = parser.req
                         if not self.serve_request(listener, req, client, addr, environ):
@@ -778,6 +822,10 @@ class GeventMutexWorker(GeventWorker):
             self.handle_error(req, client, addr, e)
         finally:
             self._conns.pop(me, None)
+            if timer is not None:
+                timer.close()
+            if source is not None:
+                source.close()
             rested = True
             if parser is not None:
                 rested = parser.at_rest()
@@ -791,8 +839,58 @@ class GeventMutexWorker(GeventWorker):
 
     def serve_request(self, listener, req, client, addr, environ):
         """One request: True when the connection may carry another one."""
+        # one Python frame per request: this is the hot path
         try:
-            return self._serve_request(listener, req, client, addr, environ)
+            request_start = datetime.now() if self._access_log else None
+            resp = None
+            try:
+                if self._pre_request is not None:
+                    self._pre_request(self, req)
+                resp = self._response(client, req.version, req.method, req.should_close(),
+                                      *self._response_options)
+                environ["wsgi.early_hints"] = resp.send_early_hints
+                self.nr += 1
+                if self.nr >= self.max_requests:
+                    if self.alive:
+                        self.log.info("Autorestarting worker after current request.")
+                        self.alive = False
+                        self._stopping.set()
+                if not self._alive or not self._keepalive:
+                    resp.force_close()
+                respiter = self.wsgi(environ, resp.start_response)
+                if self._already_handled is not None:
+                    if self._already_handled(respiter):
+                        return False
+                elif respiter == ALREADY_HANDLED:
+                    return False
+                if type(respiter) is list and request_start is None:
+                    # glue.write_answer's common case, without its frame
+                    resp.write_list(respiter)
+                else:
+                    glue.write_answer(self, req, environ, resp, respiter, request_start)
+                if resp.should_close():
+                    self.log.debug("Closing connection. ")
+                    return False
+                return True
+            except OSError:
+                util.reraise(*sys.exc_info())
+            except (Exception, SystemExit):
+                if resp is not None and resp.headers_sent:
+                    # Headers are out: a 500 now would corrupt the response.
+                    self.log.exception("Error handling request")
+                    try:
+                        client.shutdown(socket.SHUT_RDWR)
+                        client.close()
+                    except OSError:
+                        pass
+                    raise StopIteration()
+                raise
+            finally:
+                if self._post_request is not None:
+                    try:
+                        self._post_request(self, req, environ, resp)
+                    except Exception:
+                        self.log.exception("Exception in post_request hook")
         except gevent.GreenletExit:
             # killed (graceful timeout): the connection ends here
             return False
@@ -801,48 +899,6 @@ class GeventMutexWorker(GeventWorker):
             # (or a timeout abort) is swallowed
             pass
         return True
-
-    def _serve_request(self, listener, req, client, addr, environ):
-        request_start = datetime.now()
-        resp = None
-        try:
-            self._pre_request(self, req)
-            resp = self.http.response(client, req)
-            environ["wsgi.early_hints"] = resp.send_early_hints
-            self.nr += 1
-            if self.nr >= self.max_requests:
-                if self.alive:
-                    self.log.info("Autorestarting worker after current request.")
-                    self.alive = False
-                    self._stopping.set()
-            if not self.alive or not self._keepalive:
-                resp.force_close()
-            respiter = self.wsgi(environ, resp.start_response)
-            if self.is_already_handled(respiter):
-                return False
-            glue.write_answer(self, req, environ, resp, respiter, request_start)
-            if resp.should_close():
-                self.log.debug("Closing connection. ")
-                return False
-            return True
-        except OSError:
-            util.reraise(*sys.exc_info())
-        except (Exception, SystemExit):
-            if resp is not None and resp.headers_sent:
-                # Headers are out: a 500 now would corrupt the response.
-                self.log.exception("Error handling request")
-                try:
-                    client.shutdown(socket.SHUT_RDWR)
-                    client.close()
-                except OSError:
-                    pass
-                raise StopIteration()
-            raise
-        finally:
-            try:
-                self._post_request(self, req, environ, resp)
-            except Exception:
-                self.log.exception("Exception in post_request hook")
 
 
 def _queue_refusal():

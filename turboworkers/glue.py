@@ -1,6 +1,7 @@
 """What every turbo worker shares: the choice of HTTP code, the start checks,
 and calling the application."""
 import errno
+import logging
 import sys
 from datetime import datetime
 
@@ -118,13 +119,38 @@ class HttpCore:
         if self.accelerated:
             self.config.renew_error_stream()
 
-    def parser(self, client, addr, server_name):
-        return self._parser_mod.RequestParser(self.config, client, addr, server_name, client)
+    def parser(self, client, addr, server_name, source=None):
+        """The parser of one connection; it receives from ``source`` (by
+        default the client socket itself)."""
+        return self._parser_mod.RequestParser(self.config, client if source is None else source,
+                                              addr, server_name, client)
 
     def response(self, client, req):
         return self._response_mod.Response(client, req.version, req.method, req.should_close(),
-                                           cfg_sendfile=self._sendfile, is_ssl=self._is_ssl,
-                                           uwsgi=self._uwsgi)
+                                           **self.response_options())
+
+    def response_options(self):
+        """The keyword arguments of every Response of this deployment."""
+        return {"cfg_sendfile": self._sendfile, "is_ssl": self._is_ssl, "uwsgi": self._uwsgi}
+
+
+def request_hooks(cfg, log):
+    """``(pre_request, post_request)`` to call for each request; None for a
+    hook that would do nothing.
+
+    gunicorn's default ``post_request`` is empty, and its default
+    ``pre_request`` only writes a debug line: with gunicorn's own logger
+    below debug level (a worker's level is set once, at start), it writes
+    nothing.
+    """
+    from gunicorn.config import PostRequest, PreRequest
+    pre, post = cfg.pre_request, cfg.post_request
+    if (pre is PreRequest.default and type(log).debug is Logger.debug
+            and not log.error_log.isEnabledFor(logging.DEBUG)):
+        pre = None
+    if post is PostRequest.default:
+        post = None
+    return pre, post
 
 
 def access_log_wanted(log):

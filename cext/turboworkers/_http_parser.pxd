@@ -98,6 +98,25 @@ cdef class Request:
     cpdef bint should_close(self)
 
 
+cdef class CoopSource:
+    # recv() of a gevent socket without its Python layer (see the .pyx).
+    cdef object sock
+    cdef object timer                         # keep-alive timer, or None
+    cdef object greenlet                      # thrown ``expired`` when it fires
+    cdef object expired
+    cdef bint timing                          # in next_request(): arm on a wait
+    cdef bint armed
+    cdef bint wait_first                      # wait in the hub before the next recv
+    cdef object watcher                       # the connection's read watcher, or None
+    cdef object waiter_class
+    cdef object hub
+    cdef object waiter                        # while waiting: what the watcher wakes
+
+    cdef bytes _recv(self, Py_ssize_t size)
+    cdef int _stop_timing(self) except -1
+    cdef int _wait(self, sock) except -1
+
+
 cdef class RequestParser:
     cdef ParserConfig config
     cdef object source                        # has recv(n); None in push mode
@@ -128,6 +147,7 @@ cdef class RequestParser:
     cdef bint path_quoted                     # the request's path may hold a %-escape
 
     cdef bint _fill(self, Py_ssize_t hint) except -1
+    cdef object _next_request(self)
     cdef _append(self, data)
     cdef object _parse_head(self)
     cdef bint _finish_buffered(self) except -1

@@ -19,6 +19,9 @@ from libc.stdint cimport uint64_t
 from cpython.ref cimport Py_INCREF, Py_XDECREF
 from cpython.unicode cimport PyUnicode_GET_LENGTH
 from libc.string cimport memchr, memcmp, memcpy, memset
+from libc.errno cimport errno, EINTR, EAGAIN
+
+from includes.sys_socket cimport recv, MSG_DONTWAIT
 
 from gunicorn import SERVER_SOFTWARE
 from gunicorn.http.errors import (
@@ -48,6 +51,9 @@ cdef extern from "Python.h":
     dict _PyDict_NewPresized(Py_ssize_t minused)
     Py_ssize_t PyDict_GET_SIZE(object d)
     int PyDict_Update(object a, object b) except -1
+    PyObject *_bytes_new "PyBytes_FromStringAndSize"(const char *v, Py_ssize_t n)
+    int _PyBytes_Resize(PyObject **bytes, Py_ssize_t newsize)
+    void Py_DECREF(PyObject *o)
 
 
 # gunicorn.http.message limits
@@ -59,6 +65,7 @@ DEF READ_STEP = 1024
 DEF ENVIRON_SIZE = 40
 DEF NAME_BUF = 64       # header names up to this long are looked up fast
 DEF RECV_SIZE = 8192
+DEF SMALL_RECV = 16384  # CoopSource: up to this much is received into _small_recv
 DEF MAX_BODY_CHUNK = 1048576
 
 DEF HEADER_MAP_REFUSE = 0
@@ -577,6 +584,144 @@ cdef class Request:
         return self._config.max_buffer_headers if self._config is not None else 0
 
 
+# CoopSource receives small reads here and copies them out before anything
+# else runs (the GIL is held throughout). Not on the C stack: a greenlet's
+# stack is copied away and back at every switch, and the wait for the next
+# request is one.
+cdef char _small_recv[SMALL_RECV]
+
+
+cdef class CoopSource:
+    """``recv(n)`` of a gevent socket, for a parser in pull mode, without
+    gevent's Python layer.
+
+    gevent's ``socket.recv`` tries the system call, and when nothing is there
+    raises and catches an ``OSError`` (EAGAIN) before it waits in the hub: on
+    a keep-alive connection that is every request. Here the system call is
+    made on the descriptor (non-blocking, as gevent keeps it) and an empty
+    socket is waited for with the socket's own ``_wait``, as gevent's recv
+    does, or, given ``watcher`` (the loop's io watcher for the descriptor),
+    ``waiter_class`` (gevent's Waiter) and ``hub``, with that watcher, kept
+    started for the connection's life. A ``timeout`` of 0 on the socket
+    raises as gevent's recv does.
+
+    ``timer`` (a gevent loop timer whose repeat is its time) bounds ``RequestParser.next_request()``
+    as gunicorn's gevent worker bounds it with ``gevent.Timeout(keepalive)``,
+    without a Timeout object per request: the timer is started only when the
+    parser has to wait, and when it fires ``expired`` is thrown into
+    ``greenlet``. Reading a body (the application's ``wsgi.input``) is never
+    timed, as with gevent.
+    """
+
+    def __init__(self, sock, timer=None, greenlet=None, expired=None, watcher=None,
+                 waiter_class=None, hub=None):
+        self.sock = sock
+        self.timer = timer
+        self.greenlet = greenlet
+        self.expired = expired
+        if watcher is not None:
+            # One read watcher for the connection's life, started once.
+            # gevent's socket starts its watcher for each wait and stops it
+            # after: when the application then waits elsewhere (a database,
+            # a sleep) for a turn of the loop, libev forgets the descriptor
+            # and the next wait costs an epoll_ctl that fails (EEXIST).
+            self.watcher = watcher
+            self.waiter_class = waiter_class
+            self.hub = hub
+            watcher.start(self._readable)
+
+    def _readable(self):
+        # in the hub
+        waiter = self.waiter
+        if waiter is not None:
+            waiter.switch(None)
+        else:
+            # readable while nobody waits (a pipelined request, the client
+            # gone): level-triggered, it would fire on every turn of the
+            # loop; the next wait looks at it again
+            self.watcher.stop()
+
+    def close(self):
+        """Stop and free the read watcher (before the socket is closed)."""
+        watcher, self.watcher = self.watcher, None
+        if watcher is not None:
+            watcher.stop()
+            watcher.close()
+
+    def recv(self, Py_ssize_t size):
+        return self._recv(size)
+
+    cdef bytes _recv(self, Py_ssize_t size):
+        cdef bytes data
+        cdef PyObject *raw
+        cdef ssize_t n
+        cdef int fd, err
+        sock = self.sock
+        if self.wait_first:
+            self.wait_first = False
+            if sock.timeout is None:
+                self._wait(sock)
+        while True:
+            # fileno() each time: a socket closed meanwhile must fail (EBADF),
+            # never read a descriptor number reused since. gevent's fileno()
+            # is this, in a Python frame (a closed one has a stand-in whose
+            # fileno() is -1).
+            fd = sock._sock.fileno()
+            if size <= SMALL_RECV:
+                n = recv(fd, _small_recv, <size_t>size, MSG_DONTWAIT)
+                if n >= 0:
+                    return PyBytes_FromStringAndSize(_small_recv, n)
+                err = errno
+            else:
+                raw = _bytes_new(NULL, size)
+                if raw == NULL:
+                    raise MemoryError()
+                n = recv(fd, PyBytes_AS_STRING(<object>raw), <size_t>size, MSG_DONTWAIT)
+                if n >= 0:
+                    # shrunk in place, as socket.recv does
+                    if n < size and _PyBytes_Resize(&raw, n) < 0:
+                        raise MemoryError()
+                    data = <bytes>raw
+                    Py_DECREF(raw)
+                    return data
+                err = errno
+                Py_DECREF(raw)
+            if err == EINTR:
+                continue
+            if err != EAGAIN or sock.timeout == 0.0:
+                # OSError picks the subclass (ConnectionResetError...)
+                raise OSError(err, os.strerror(err))
+            self._wait(sock)
+
+    cdef int _wait(self, sock) except -1:
+        if self.timing and not self.armed:
+            # again(), not start(): a libev timer started after stop()
+            # would only have what was left of its time
+            self.timer.again(self.greenlet.throw, self.expired, update=True)
+            self.armed = True
+        watcher = self.watcher
+        if watcher is None or sock._read_event is None:
+            # (a socket closed meanwhile: gevent raises what it raises)
+            sock._wait(sock._read_event)
+            return 0
+        if not watcher.active:
+            watcher.start(self._readable)
+        waiter = self.waiter_class(self.hub)
+        self.waiter = waiter
+        try:
+            waiter.get()
+        finally:
+            self.waiter = None
+        return 0
+
+    cdef int _stop_timing(self) except -1:
+        self.timing = False
+        if self.armed:
+            self.armed = False
+            self.timer.stop()
+        return 0
+
+
 cdef class RequestParser:
     """Parses the requests of one connection.
 
@@ -666,7 +811,10 @@ cdef class RequestParser:
             return False
         if hint > size:
             size = hint if hint < MAX_BODY_CHUNK else MAX_BODY_CHUNK
-        data = self.source.recv(size)
+        if type(self.source) is CoopSource:
+            data = (<CoopSource>self.source)._recv(size)
+        else:
+            data = self.source.recv(size)
         if not data:
             self.eof = True
             return False
@@ -690,7 +838,31 @@ cdef class RequestParser:
         return self._parse_head()
 
     def next_request(self):
-        """The environ of the next request, or None where gunicorn stops."""
+        """The environ of the next request, or None where gunicorn stops.
+
+        With a ``CoopSource`` that has a timer, the time this takes is
+        bounded (see ``CoopSource``)."""
+        cdef CoopSource src
+        if type(self.source) is CoopSource:
+            src = <CoopSource>self.source
+            if self.req is not None and PyBytes_GET_SIZE(self.buf) <= self.pos:
+                # The next request of a keep-alive connection, nothing of it
+                # received yet: it can hardly be there already (its client
+                # was just answered), so wait in the hub before trying to
+                # receive. That saves a recv that fails, and above all the
+                # greenlet goes back to the end of the hub's line: a client
+                # answering fast must not have its connection served again
+                # and again while the others wait (the tail latency).
+                src.wait_first = True
+            src.timing = src.timer is not None
+            try:
+                return self._next_request()
+            finally:
+                src.wait_first = False
+                src._stop_timing()
+        return self._next_request()
+
+    cdef object _next_request(self):
         if self.req is not None:
             if self.req.should_close():
                 return None

@@ -132,3 +132,26 @@ def test_recv_nowait_errors(tmp_path):
     with pytest.raises(OSError) as info:
         _poll.recv_nowait(-1, 10)
     assert info.value.errno == errno.EBADF
+
+
+def test_lock_excludes_and_is_released_by_with():
+    lock = _poll.Lock()
+    count = [0]
+
+    def bump():
+        for _ in range(2000):
+            with lock:
+                v = count[0]
+                # a bytecode boundary or two inside: the GIL may change hands here
+                count[0] = v + 1
+
+    threads = [threading.Thread(target=bump) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert count[0] == 8000
+    assert lock.acquire() is True
+    lock.release()
+    with pytest.raises(RuntimeError):
+        lock.release()

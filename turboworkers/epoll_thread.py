@@ -40,8 +40,11 @@ from turboworkers import glue
 try:
     # epoll and non-blocking reads that keep the GIL (see cext/.../_poll.pyx)
     from turboworkers._poll import Poller as _Poller, recv_nowait as _recv_nowait
+    # a lock that does not hand the GIL over at each acquisition (see _poll.Lock)
+    from turboworkers._poll import Lock as _Lock
 except ImportError:  # no compiled extension: the standard library's
     _Poller = _recv_nowait = None
+    _Lock = threading.Lock
 
 
 class _StdPoller:
@@ -246,7 +249,7 @@ class EpollThreadWorker(base.Worker):
         self._beat = _accept.Heartbeat(self.notify, self._wait)
         self._counter = count(1)
 
-        self._lock = threading.Lock()
+        self._lock = _Lock()
         self._conns = {}
         self._nconns = 0
         self._busy = 0

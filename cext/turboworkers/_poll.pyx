@@ -17,12 +17,81 @@ from posix.unistd cimport close
 from includes.sys_epoll cimport (epoll_event, epoll_create1, epoll_ctl, epoll_wait,
                                  EPOLL_CLOEXEC, EPOLL_CTL_ADD, EPOLL_CTL_DEL, EPOLL_CTL_MOD)
 from includes.sys_socket cimport recv, MSG_DONTWAIT
+from includes.sys_pthread cimport (pthread_mutex_init, pthread_mutex_destroy, pthread_mutex_lock,
+                                   pthread_mutex_unlock, pthread_cond_init, pthread_cond_destroy,
+                                   pthread_cond_wait, pthread_cond_broadcast)
 
 # recv_nowait reads here, then copies what came: it never lets the GIL go,
 # so one buffer serves every thread of the process.
 cdef enum:
     _RECV_BUF = 65536
 cdef char _recv_buf[_RECV_BUF]
+
+
+cdef class Lock:
+    """A mutex for code that runs holding the GIL, used as threading.Lock is
+    in ``with`` blocks, but taken only by a thread that holds the GIL.
+
+    A thread that finds threading.Lock held waits for it without the GIL,
+    and when the lock is released it is that thread's before it has the GIL
+    back. The thread that released it, which holds the GIL, then finds it
+    taken the next time it wants it and must wait too, letting the GIL go: a
+    convoy in which the lock and the GIL change hands together at every
+    acquisition, once a single thread lost the GIL inside a critical section.
+    Here a waiter only learns, without the GIL, that the lock was released;
+    it takes the lock after it got the GIL back, if no one took it meanwhile.
+    """
+
+    def __cinit__(self):
+        self.locked = 0
+        self.waiters = 0
+        if pthread_mutex_init(&self.mutex, NULL) != 0 or \
+                pthread_cond_init(&self.freed, NULL) != 0:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        pthread_cond_destroy(&self.freed)
+        pthread_mutex_destroy(&self.mutex)
+
+    cdef void _acquire(self) noexcept:
+        while self.locked:
+            # the holder lost the GIL inside its critical section (or let it
+            # go in a system call): leave it the GIL until it releases the lock
+            self.waiters += 1
+            with nogil:
+                pthread_mutex_lock(&self.mutex)
+                while self.locked:
+                    pthread_cond_wait(&self.freed, &self.mutex)
+                pthread_mutex_unlock(&self.mutex)
+            self.waiters -= 1
+        self.locked = 1
+
+    cdef int _release(self) except -1:
+        if not self.locked:
+            raise RuntimeError("release unlocked lock")
+        if self.waiters:
+            pthread_mutex_lock(&self.mutex)
+            self.locked = 0
+            pthread_cond_broadcast(&self.freed)
+            pthread_mutex_unlock(&self.mutex)
+        else:
+            self.locked = 0
+        return 0
+
+    def acquire(self):
+        self._acquire()
+        return True
+
+    def release(self):
+        self._release()
+
+    def __enter__(self):
+        self._acquire()
+        return True
+
+    def __exit__(self, t, v, tb):
+        self._release()
+        return False
 
 
 cdef class Poller:

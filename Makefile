@@ -14,7 +14,10 @@ PYTEST_ARGS ?=
 $(VENV)/.installed: pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q "setuptools>=64" wheel "Cython>=3.0"
+	# A venv starts with the setuptools of its Python (65 on 3.11), too old for
+	# the SPDX license field of this project and of sdist-only dependencies
+	# (gunicorn_h1c), which build with this setuptools (no build isolation).
+	$(PIP) install -q --upgrade "setuptools>=77" wheel "Cython>=3.0"
 	$(PIP) install -q --no-build-isolation -e ".[test,gevent]"
 	touch $@
 

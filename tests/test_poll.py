@@ -155,3 +155,202 @@ def test_lock_excludes_and_is_released_by_with():
     lock.release()
     with pytest.raises(RuntimeError):
         lock.release()
+
+
+# -- parking: one idle thread waits in epoll_wait, the watcher adds more ---------
+
+TICK = 0.002
+
+
+def _eventually(check, limit=10.0):
+    # bounded wait for a state the threads reach on their own (not a timing
+    # assertion: the limit is generous and only stops a hung test)
+    end = __import__("time").monotonic() + limit
+    while not check():
+        if __import__("time").monotonic() > end:
+            return False
+        __import__("time").sleep(0.005)
+    return True
+
+
+class _Servers:
+    """Threads that serve a Poller as the thread worker does: take an event,
+    read the byte, run ``work``, re-arm the connection. They wait with a
+    long timeout, so that a parked thread only ever leaves the park because
+    the watcher sent it (not because its wait ran out)."""
+
+    def __init__(self, poller, n, work):
+        self.poller = poller
+        self.work = work
+        self.stop = False
+        self.served = []
+        self.lock = threading.Lock()
+        # level-triggered: once written, it wakes whichever thread waits
+        self.stopper = socket.socketpair()
+        poller.register(self.stopper[0].fileno(), select.EPOLLIN)
+        self.threads = [threading.Thread(target=self._loop, daemon=True) for _ in range(n)]
+        for t in self.threads:
+            t.start()
+
+    def _loop(self):
+        while not self.stop:
+            try:
+                fd = self.poller.poll_one(60)
+            except OSError:
+                if self.stop:   # the Poller was closed under it
+                    return
+                raise
+            if fd < 0 or self.stop:
+                continue
+            data = _poll.recv_nowait(fd, 100)
+            self.work(fd, data)
+            with self.lock:
+                self.served.append(fd)
+            try:
+                self.poller.modify(fd, ARM)
+            except OSError:
+                if self.stop:
+                    return
+                raise
+
+    def close(self):
+        self.stop = True
+        self.stopper[1].sendall(b"!")
+        self.poller.close()     # wakes the parked threads
+        for t in self.threads:
+            t.join(10)
+        for s in self.stopper:
+            s.close()
+        assert not any(t.is_alive() for t in self.threads)
+
+
+def test_park_validates_its_arguments(poller):
+    with pytest.raises(ValueError):
+        poller.park(0, 4)
+    with pytest.raises(ValueError):
+        poller.park(2.0, 4)
+    with pytest.raises(ValueError):
+        poller.park(TICK, 0)
+    poller.park(TICK, 4)
+    with pytest.raises(RuntimeError):
+        poller.park(TICK, 4)
+
+
+def test_idle_threads_park_but_one(poller):
+    poller.park(TICK, 4)
+    servers = _Servers(poller, 4, lambda fd, data: None)
+    try:
+        assert _eventually(lambda: poller.parked == 3), poller.parked
+    finally:
+        servers.close()
+
+
+def test_a_parked_thread_serves_while_the_others_are_blocked(poller, pairs):
+    # The one thread that took an event sleeps (releasing the GIL, as an
+    # application blocked on a database does): a parked thread must take
+    # over, or the second connection would wait for the first one's sleep.
+    poller.park(TICK, 4)
+    slow, fast = pairs(), pairs()
+    for a, _ in (slow, fast):
+        poller.register(a.fileno(), ARM)
+    release = threading.Event()
+
+    def work(fd, data):
+        if fd == slow[0].fileno():
+            release.wait(30)
+
+    servers = _Servers(poller, 4, work)
+    try:
+        assert _eventually(lambda: poller.parked == 3)
+        slow[1].sendall(b"s")
+        assert _eventually(lambda: poller.parked == 2 and poller.promotions >= 1)
+        fast[1].sendall(b"f")
+        assert _eventually(lambda: fast[0].fileno() in servers.served), poller.promotions
+        assert slow[0].fileno() not in servers.served   # still asleep
+    finally:
+        release.set()
+        servers.close()
+
+
+def test_a_request_holding_the_gil_does_not_hold_up_the_rest(poller, pairs):
+    # One request computes for a long time without letting the GIL go: after
+    # a few ticks a parked thread takes the next connection anyway (and then
+    # shares the GIL with it at the interpreter's switch interval).
+    poller.park(TICK, 4)
+    slow, fast = pairs(), pairs()
+    for a, _ in (slow, fast):
+        poller.register(a.fileno(), ARM)
+    release = threading.Event()
+
+    def work(fd, data):
+        if fd == slow[0].fileno():
+            while not release.is_set():   # pure Python: holds the GIL
+                pass
+
+    servers = _Servers(poller, 4, work)
+    try:
+        assert _eventually(lambda: poller.parked == 3)
+        slow[1].sendall(b"s")
+        fast[1].sendall(b"f")
+        assert _eventually(lambda: fast[0].fileno() in servers.served), poller.promotions
+        assert slow[0].fileno() not in servers.served
+        assert poller.promotions >= 1
+    finally:
+        release.set()
+        servers.close()
+
+
+def test_serving_threads_park_again_when_the_gil_is_busy(poller, pairs):
+    # Connections whose requests block bring threads out of the park; once
+    # the same connections only compute, threads beyond one just queue for
+    # the GIL, and the watcher parks them again.
+    poller.park(TICK, 4)
+    conns = [pairs() for _ in range(8)]
+    for a, _ in conns:
+        poller.register(a.fileno(), ARM)
+    mode = ["sleep"]
+    clock = __import__("time")
+
+    def work(fd, data):
+        if mode[0] == "sleep":
+            clock.sleep(0.01)
+        else:
+            end = clock.perf_counter() + 0.0005
+            while clock.perf_counter() < end:
+                pass
+        # the client sends its next request at once
+        for a, b in conns:
+            if a.fileno() == fd:
+                b.sendall(b"x")
+
+    servers = _Servers(poller, 4, work)
+    try:
+        for _, b in conns:
+            b.sendall(b"x")
+        assert _eventually(lambda: poller.parked == 0), poller.parked
+        mode[0] = "compute"
+        assert _eventually(lambda: poller.demotions >= 1 and poller.parked >= 2), \
+            (poller.demotions, poller.parked)
+    finally:
+        servers.close()
+
+
+def test_close_wakes_parked_threads(pairs):
+    p = _poll.Poller()
+    p.park(TICK, 3)
+    results = []
+
+    def wait():
+        results.append(p.poll_one(30))
+
+    threads = [threading.Thread(target=wait) for _ in range(3)]
+    for t in threads:
+        t.start()
+    assert _eventually(lambda: p.parked == 2)
+    p.close()
+    for t in threads:
+        t.join(0.5)
+    # the parked ones return at once; the one in epoll_wait on the closed
+    # descriptor returns at its timeout or when the process ends
+    assert sum(1 for t in threads if not t.is_alive()) >= 2
+    assert results.count(-1) >= 2

@@ -9,6 +9,14 @@ epoll with ``EPOLLEXCLUSIVE``, so a new connection wakes one process, and
 they are registered again every ``TURBOWORKERS_EPOLL_ROTATE`` accepts so the
 kernel's wake-up order rotates between processes.
 
+Of the idle threads only one waits in epoll_wait; the others are parked. The
+thread that took an event serves it, and then whatever is ready next, without
+letting the GIL go. A watcher (a C thread that never takes the GIL) sends a
+parked thread to wait for events only when the serving threads are blocked
+in the application, and parks a serving thread again when several take turns
+at a busy GIL: each turn costs a waiting connection up to the interpreter's
+switch interval (see ``_poll.Poller``).
+
 A head is read without blocking (``MSG_DONTWAIT``) and fed to the push-mode
 parser: a client that trickles its request in never holds a thread; its
 connection is re-armed until the head is complete. A request body is read
@@ -87,6 +95,11 @@ _CLOSE_DRAIN_MAX = 65536
 # bytes) and closes the connection past either bound
 _DRAIN_TIMEOUT = 5.0
 _DRAIN_MAX_BYTES = 65536
+
+# how often the watcher of the thread pool looks whether a parked thread
+# should wait for events (the serving threads are blocked in the
+# application) or a serving one park (they queue for a busy GIL)
+_PARK_TICK = 0.002
 
 # connections one wake-up of a listener may accept
 _ACCEPT_BATCH = 16
@@ -264,6 +277,11 @@ class EpollThreadWorker(base.Worker):
         self._sealed = False
 
         self._ep = _Poller() if _Poller is not None else _StdPoller()
+        nthreads = max(1, cfg.threads)
+        if nthreads > 1 and hasattr(self._ep, "park"):
+            # one idle thread waits in epoll_wait, the others are parked until
+            # the serving threads stop coming back for events (see _poll.Poller)
+            self._ep.park(_PARK_TICK, nthreads)
         self._listeners = {}
         self._names = {}
         for listener in self.sockets:
@@ -275,7 +293,6 @@ class EpollThreadWorker(base.Worker):
         with self._lock:
             self._set_accepting(True)
 
-        nthreads = max(1, cfg.threads)
         # Load shedding: a process with more than 7/8 of its threads busy
         # leaves the exclusive rotation until it drops below, so the next
         # connections go to workers with threads to spare. Only when there

@@ -29,3 +29,10 @@ cdef extern from "<pthread.h>" nogil:
                                const timespec *abstime)
     int pthread_cond_signal(pthread_cond_t *cond)
     int pthread_cond_broadcast(pthread_cond_t *cond)
+
+    ctypedef unsigned long pthread_t
+    ctypedef struct pthread_attr_t:
+        pass
+    int pthread_create(pthread_t *thread, const pthread_attr_t *attr,
+                       void *(*start_routine)(void *) noexcept nogil, void *arg)
+    int pthread_join(pthread_t thread, void **retval)

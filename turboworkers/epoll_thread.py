@@ -101,6 +101,12 @@ _DRAIN_MAX_BYTES = 65536
 # application) or a serving one park (they queue for a busy GIL)
 _PARK_TICK = 0.002
 
+# A process that left the rotation of exclusive waiters comes back no
+# sooner than this: the other processes woken for a burst of connections
+# must get the CPU and take their share before its ADD, which reports the
+# listener to it alone, lets it take another batch.
+_REJOIN_DELAY = 0.005
+
 # connections one wake-up of a listener may accept
 _ACCEPT_BATCH = 16
 # after an accept error other than "nothing there" (EMFILE, ENOBUFS...)
@@ -269,6 +275,7 @@ class EpollThreadWorker(base.Worker):
         self._shedding = False
         self._capped = False
         self._rejoin = False
+        self._left_at = 0.0
         self._lazy_rejoin = self._exclusive and cfg.workers > 1
         self._accepted = 0
         self._accepting = False
@@ -352,14 +359,21 @@ class EpollThreadWorker(base.Worker):
             self._set_accepting(False)
             if self._lazy_rejoin:
                 self._rejoin = True
+                self._left_at = time.monotonic()
             else:
                 self._set_accepting(True)
 
     def _rejoin_rotation(self):
+        """Back in the rotation, unless this process left it less than
+        _REJOIN_DELAY ago: then the seconds still to wait."""
         with self._lock:
             if self._rejoin:
+                left = self._left_at + _REJOIN_DELAY - time.monotonic()
+                if left > 0:
+                    return left
                 self._rejoin = False
                 self._resume_accepting()
+        return 0.0
 
     # -- the main thread: a light timer --------------------------------------
 
@@ -644,8 +658,8 @@ class EpollThreadWorker(base.Worker):
                 if self._rejoin:
                     fd = poll_one(0)
                     if fd < 0:
-                        self._rejoin_rotation()
-                        fd = poll_one(wait)
+                        left = self._rejoin_rotation()
+                        fd = poll_one(min(left, wait) if left > 0 else wait)
                 else:
                     fd = poll_one(wait)
             except OSError:

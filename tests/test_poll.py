@@ -341,9 +341,9 @@ def test_close_wakes_parked_threads(pairs):
     results = []
 
     def wait():
-        results.append(p.poll_one(30))
+        results.append(p.poll_one(5))
 
-    threads = [threading.Thread(target=wait) for _ in range(3)]
+    threads = [threading.Thread(target=wait, daemon=True) for _ in range(3)]
     for t in threads:
         t.start()
     assert _eventually(lambda: p.parked == 2)

@@ -201,3 +201,92 @@ def test_request_target_byte_at_each_offset(byte, tail):
             for extra in (b"", b"?q=%2F#f", b"#f?g"):
                 line = b"GET " + bytes(target) + extra + b" HTTP/1.1"
                 assert_same(request([b"Host: a"], line=line) + tail)
+
+
+# The environ of a request whose known headers are those of the request
+# before it starts as a copy of a connection's template (the base environ
+# with those headers and the values they had); a field whose value is the
+# template's object needs nothing more. Every way a request can differ from
+# that template: each is put after requests that made the template, and
+# before and after requests that use it.
+BROWSER = [b"Host: a", b"User-Agent: UA/1.0", b"Accept: */*", b"Accept-Encoding: gzip",
+           b"Cookie: s=1", b"Connection: keep-alive"]
+
+
+def template_near_misses():
+    b = BROWSER
+    return {
+        "same": b,
+        "one value differs": b[:2] + [b"Accept: text/html"] + b[3:],
+        "value trimmed differently": b[:3] + [b"Accept-Encoding:  gzip \t"] + b[4:],
+        "other cookie": b[:4] + [b"Cookie: s=2"] + b[5:],
+        "one missing": b[:2] + b[3:],
+        "last missing": b[:-1],
+        "all missing": [],
+        "known added": b + [b"Referer: /r"],
+        "unknown added": b + [b"X-Extra: 1"],
+        "reordered": b[::-1],
+        "known repeated": b + [b"Accept: text/plain"],
+        "repeated, first empty": b[:2] + [b"Accept:", b"Accept: */*"] + b[3:],
+        "cookie repeated": b + [b"Cookie: t=2"],
+        "name of a known key with '_'": b + [b"User_Agent: other"],
+        "'_' name first": [b"User_Agent: other"] + b,
+        "'_' name alone": [b"User_Agent: other"] + b[:1] + b[2:],
+        "SCRIPT_NAME": b + [b"SCRIPT_NAME: /s"],
+        "content type and length": b + [b"Content-Type: text/plain", b"Content-Length: 2"],
+        "content type only": b + [b"Content-Type: text/plain"],
+        "case of names": [h.upper() for h in b],
+        "many unknown": b + [b"X-H%d: %d" % (i, i) for i in range(70)],
+        "many, repeated across": ([b"X-H%d: %d" % (i, i) for i in range(60)] + b +
+                                  [b"Accept: a", b"X-H1: again"] + [b"X-K%d: 1" % i for i in range(10)]),
+    }
+
+
+def body_for(headers):
+    return b"ok" if any(h.startswith(b"Content-Length") for h in headers) else b""
+
+
+@pytest.mark.parametrize("cfg", [None, {"header_map": "dangerous"},
+                                 {"forwarded_allow_ips": "*", "forwarder_headers": "USER_AGENT"}],
+                         ids=["default", "dangerous", "forwarder"])
+def test_environ_template_and_near_misses(cfg):
+    cfg = dict(cfg or {}, limit_request_fields=200)
+    base = request(BROWSER)
+    for name, headers in template_near_misses().items():
+        other = request(headers) + body_for(headers)
+        for seq in ([base, base, other, base, base],
+                    [base, base, other, other, other, base],
+                    [other, other, base, base, other],
+                    [base, base, base, other, base, other, other, base]):
+            ours = assert_same(b"".join(seq), cfg)
+            assert ours.end == ("stop",) or ours.end[0] == "error", (name, ours.end)
+
+
+def test_environ_template_holds_nothing_of_an_earlier_request():
+    from gunicorn.config import Config
+    parser = hp.RequestParser(hp.ParserConfig(Config()), None, ("127.0.0.1", 1), ("127.0.0.1", 2))
+    first = request(BROWSER + [b"Authorization: secret", b"Referer: /a"])
+    for _ in range(3):
+        env = parser.parse(first)
+        assert env["HTTP_AUTHORIZATION"] == "secret" and env["HTTP_REFERER"] == "/a"
+    env = parser.parse(request(BROWSER))
+    assert "HTTP_AUTHORIZATION" not in env and "HTTP_REFERER" not in env
+    env = parser.parse(request(BROWSER[:1]))
+    assert sorted(k for k in env if k.startswith("HTTP_")) == ["HTTP_HOST"]
+    # an application changing its environ changes nothing for the next request
+    env = parser.parse(first)
+    env["HTTP_COOKIE"] = "changed"
+    env["HTTP_X_NEW"] = "1"
+    del env["HTTP_HOST"]
+    env = parser.parse(first)
+    assert env["HTTP_COOKIE"] == "s=1" and env["HTTP_HOST"] == "a" and "HTTP_X_NEW" not in env
+
+
+@pytest.mark.parametrize("peer", [("127.0.0.1", 5000), "", b"/tmp/sock"], ids=["tcp", "unix", "bytes"])
+@pytest.mark.parametrize("server", [("127.0.0.1", 8000), "unix:/tmp/sock"], ids=["tcp", "unix"])
+def test_environ_template_per_peer_and_listener(peer, server):
+    data = b"".join([request(BROWSER)] * 3 + [request(BROWSER[:1])] * 3 + [request(BROWSER)])
+    ours, reads = oracle.run_turbo(hp, [data], None, peer_addr=peer, server_addr=server)
+    theirs = oracle.run_gunicorn(reads, None, peer_addr=peer, server_addr=server)
+    assert ours == theirs, oracle.describe_difference(ours, theirs)
+    assert len(ours.requests) == 7

@@ -67,6 +67,8 @@ DEF NAME_BUF = 64       # header names up to this long are looked up fast
 DEF RECV_SIZE = 8192
 DEF SMALL_RECV = 16384  # CoopSource: up to this much is received into _small_recv
 DEF MAX_BODY_CHUNK = 1048576
+DEF FIELDS_AT_ONCE = 64 # header fields _build records before it puts them in the environ
+DEF NO_MASK = 0x8000000000000000  # RequestParser.last_mask: no mask to compare with
 
 DEF HEADER_MAP_REFUSE = 0
 DEF HEADER_MAP_DROP = 1
@@ -310,6 +312,30 @@ cdef str K_SERVER_NAME = "SERVER_NAME"
 cdef str K_SERVER_PORT = "SERVER_PORT"
 cdef str K_PATH_INFO = "PATH_INFO"
 cdef str K_SCRIPT_NAME = "SCRIPT_NAME"
+cdef str K_HTTP_SCRIPT_NAME = sys.intern("HTTP_SCRIPT_NAME")
+
+# The environ key of each known header, and whether a connection's environ
+# template may hold it (see RequestParser._build): every known header but
+# SCRIPT_NAME, whose value also changes PATH_INFO.
+cdef PyObject *_KNOWN_ENVKEY[64]
+cdef bint _KNOWN_IN_TEMPLATE[64]
+
+cdef void _init_known_keys():
+    cdef Py_ssize_t k
+    # bit 63 of a header mask means "no mask" (RequestParser.last_mask)
+    assert _NKNOWN < 63
+    for k in range(_NKNOWN):
+        _KNOWN_IN_TEMPLATE[k] = _KNOWN_KIND[k] != H_SCRIPT_NAME
+        if _KNOWN_KIND[k] == H_CONTENT_TYPE:
+            _KNOWN_ENVKEY[k] = <PyObject *>K_CONTENT_TYPE
+        elif _KNOWN_KIND[k] == H_CONTENT_LENGTH:
+            _KNOWN_ENVKEY[k] = <PyObject *>K_CONTENT_LENGTH
+        elif _KNOWN_KIND[k] == H_SCRIPT_NAME:
+            _KNOWN_ENVKEY[k] = <PyObject *>K_HTTP_SCRIPT_NAME
+        else:
+            _KNOWN_ENVKEY[k] = _KNOWN_KEY[k]
+
+_init_known_keys()
 
 # gunicorn.http.message: fields a trailer may not carry (RFC 9110 6.5.1)
 cdef frozenset _FORBIDDEN_TRAILER = frozenset((
@@ -355,14 +381,28 @@ cdef dict _presized(dict items, dict more=None):
     """A dict of ``items`` (then ``more``) whose table is sized for a whole
     environ: a copy of it, one per request, then never needs to grow.
 
-    Filled item by item: dict.update() into an empty dict would replace the
-    large table with a copy of the small one."""
-    cdef dict d = _PyDict_NewPresized(ENVIRON_SIZE)
+    Grown key by key, as a dict of str keys grows, and past the items with
+    stand-in keys removed at the end: a table grown so holds str keys only,
+    and since CPython 3.11 that table is a third smaller and faster to
+    search than the one _PyDict_NewPresized makes, whose size also takes
+    a copy of it (one per request) past what malloc keeps at hand."""
+    cdef dict d = {}
+    cdef Py_ssize_t i
     for k, v in items.items():
         d[k] = v
     if more is not None:
         for k, v in more.items():
             d[k] = v
+    full = {}
+    for i in range(ENVIRON_SIZE):
+        full["k%d" % i] = None
+    stand_ins = []
+    while sys.getsizeof(d) < sys.getsizeof(full):
+        k = "\x00%d" % len(stand_ins)
+        stand_ins.append(k)
+        d[k] = None
+    for k in stand_ins:
+        del d[k]
     return d
 
 
@@ -371,6 +411,10 @@ cdef dict _presized(dict items, dict more=None):
 # entry, which costs a dict less. _build sets every one of them.
 cdef dict _PER_REQUEST = dict.fromkeys((K_METHOD, K_QUERY, K_RAW_URI, K_PROTOCOL, K_INPUT,
                                         K_SCHEME, K_PATH_INFO, K_SCRIPT_NAME))
+# and the keys a connection sets (REMOTE_PORT is removed again for a peer
+# that has no port; SERVER_* of a unix socket listener are set per request)
+_PER_REQUEST.update(dict.fromkeys((K_SOCKET, K_REMOTE_ADDR, K_REMOTE_PORT, K_SERVER_NAME,
+                                   K_SERVER_PORT)))
 
 
 def supports_config(cfg):
@@ -748,6 +792,7 @@ cdef class RequestParser:
         self.pos = 0
         self.state = ST_BEGIN
         self.trusted = config.peer_trusted(peer_addr)
+        self.last_mask = NO_MASK
         # REMOTE_* and, for TCP listeners, SERVER_* are fixed per connection.
         if isinstance(peer_addr, str):
             self.remote_addr_str = peer_addr
@@ -768,6 +813,8 @@ cdef class RequestParser:
         base[K_REMOTE_ADDR] = self.remote_addr_str
         if self.remote_port_str is not None:
             base[K_REMOTE_PORT] = self.remote_port_str
+        else:
+            del base[K_REMOTE_PORT]
         if self.server_name is not None:
             base[K_SERVER_NAME] = self.server_name
             base[K_SERVER_PORT] = self.server_port
@@ -1149,199 +1196,234 @@ cdef class RequestParser:
         # (compared by identity: the parser hands out the same interned
         # objects for the same method, protocol, scheme and empty strings).
         cdef dict base = self.base_environ
+        cdef dict tmpl = self.template
         if req.method is not self.last_method:
             base[K_METHOD] = self.last_method = req.method
+            if tmpl is not None:
+                tmpl[K_METHOD] = req.method
         if req.protocol is not self.last_protocol:
             base[K_PROTOCOL] = self.last_protocol = req.protocol
+            if tmpl is not None:
+                tmpl[K_PROTOCOL] = req.protocol
         if req.query is not self.last_query:
             base[K_QUERY] = self.last_query = req.query
-        cdef dict env = PyDict_Copy(base)
-        env[K_RAW_URI] = req.uri
+            if tmpl is not None:
+                tmpl[K_QUERY] = req.query
         host = None
         script_name = cfg.script_name
         framing = None          # [(is_te, value)] for Content-Length / Transfer-Encoding
         cdef Py_ssize_t limit_fields = cfg.limit_request_fields
         cdef Py_ssize_t limit_size = cfg.limit_request_field_size
-
-        a = h_start
-        while a < h_end:
-            if kept >= limit_fields:
-                raise LimitRequestHeaders("limit request headers fields")
-            # The name: token characters up to the colon. Its upper-case
-            # form, up to the colon, is first looked up among the known
-            # names, which are made of token characters: found there, it
-            # needs no check of its own.
-            n = tw_upper_name(p, a, buf_end, upname, NAME_BUF)
-            key = None
-            known = -1
-            if n > 0 and a + n < h_end:
-                memset(upname + n, 0, 8)
-                known = _lookup_known(upname, n)
-            if known >= 0:
-                kind = _KNOWN_KIND[known]
-                if _KNOWN_KEY[known] != NULL:
-                    key = <object>_KNOWN_KEY[known]
-                underscore = kind == H_SCRIPT_NAME
-            else:
-                kind = H_OTHER
-                und = 0
-                i = a
-                lim = a + NAME_BUF if h_end - a > NAME_BUF else h_end
-                while i < lim:
-                    u = UPNAME[<unsigned char>p[i]]
-                    if u == 0:
-                        break
-                    und |= u == 95
-                    i += 1
-                if i == lim:
-                    # a long name: only checked
-                    while i < h_end and UPNAME[<unsigned char>p[i]]:
-                        und |= p[i] == b'_'
-                        i += 1
-                underscore = und != 0
-                if i == a or i >= h_end or p[i] != b':':
-                    _bad_header_line(p, a, _line_end(p, a, h_end))
-                n = i - a
-            colon = a + n
-            # the value, up to CRLF: whole words at a time while no byte can
-            # be a control character; note the first forbidden byte
-            bad = -1
-            high = 0
-            vs = colon + 1
-            while vs < h_end and (p[vs] == b' ' or p[vs] == b'\t'):
-                vs += 1
-            value = None
-            if known >= 0 and _KNOWN_SHARED[known]:
-                # The bytes of the value this header had last, then CRLF: that
-                # value was checked and trimmed when it was first seen, so
-                # these bytes need no scan.
-                last = cfg.shared_values[known]
-                if last != NULL:
-                    n_last = PyUnicode_GET_LENGTH(<object>last)
-                    b = vs + n_last
-                    if (b <= h_end and p[b] == b'\r' and p[b + 1] == b'\n'
-                            and memcmp(PyUnicode_DATA(<object>last), p + vs, n_last) == 0):
-                        value = <object>last
-                        ve = b
-            if value is None:
-                j = vs
-                while True:
-                    # stops at the CR of the head's end at the latest
-                    j = tw_find_ctl(p, j, buf_end, &high)
-                    if j >= h_end:
-                        b = h_end
-                        break
-                    if p[j] == b'\r' and j + 1 < h_end and p[j + 1] == b'\n':
-                        b = j
-                        break
-                    if bad < 0:
-                        bad = j
-                    j += 1
-                ve = b
-                while ve > vs and (p[ve - 1] == b' ' or p[ve - 1] == b'\t'):
-                    ve -= 1
-            if b + 2 < h_end and (p[b + 2] == b' ' or p[b + 2] == b'\t'):
-                raise ObsoleteFolding(_latin1(p + a, n).upper())
-            if bad >= 0:
-                raise InvalidHeader(_latin1(p + a, n).upper())
-            if (b - a) + 2 > limit_size:
-                raise LimitRequestHeaders("limit request headers fields size")
-
-            if value is not None:
-                pass
-            elif known >= 0 and _KNOWN_SHARED[known] and ve - vs <= SHARED_VALUE_MAX:
-                value = cfg.new_shared_value(known, p + vs, ve - vs, not (high & 0x80))
-            elif not (high & 0x80):
-                value = _ascii(p + vs, ve - vs)
-            else:
-                value = _latin1(p + vs, ve - vs)
-
-            # gunicorn HeaderPolicy, in its order
-            if kind == H_HOST:
-                if seen_host:
-                    raise InvalidHeader("HOST", req=req)
-                seen_host = True
-            elif kind == H_CONTENT_TYPE:
-                if seen_ctype:
-                    raise InvalidHeader("CONTENT-TYPE", req=req)
-                seen_ctype = True
-            elif kind == H_EXPECT:
-                if (<str>value).lower() == "100-continue":
-                    if req.version >= _V11:
-                        req._expected_100_continue = True
+        # The fields go into the environ after the loop (_environ), when it is
+        # known which of them the request has: recorded here in order, each
+        # key and value holding a reference.
+        cdef dict env = None
+        cdef PyObject *op_key[FIELDS_AT_ONCE]
+        cdef PyObject *op_value[FIELDS_AT_ONCE]
+        cdef signed char op_known[FIELDS_AT_ONCE]
+        cdef Py_ssize_t nops = 0
+        cdef uint64_t mask = 0, bit
+        cdef bint regular = True
+        cdef signed char kidx
+        try:
+            a = h_start
+            while a < h_end:
+                if kept >= limit_fields:
+                    raise LimitRequestHeaders("limit request headers fields")
+                # The name: token characters up to the colon. Its upper-case
+                # form, up to the colon, is first looked up among the known
+                # names, which are made of token characters: found there, it
+                # needs no check of its own.
+                n = tw_upper_name(p, a, buf_end, upname, NAME_BUF)
+                key = None
+                known = -1
+                if n > 0 and a + n < h_end:
+                    memset(upname + n, 0, 8)
+                    known = _lookup_known(upname, n)
+                if known >= 0:
+                    kind = _KNOWN_KIND[known]
+                    if _KNOWN_KEY[known] != NULL:
+                        key = <object>_KNOWN_KEY[known]
+                    underscore = kind == H_SCRIPT_NAME
                 else:
-                    raise ExpectationFailed(value)
-            if self.trusted and (((cfg.secure_known >> known) & 1) if known >= 0 else
-                                 ((cfg.secure_lengths >> (n if n < 63 else 63)) & 1)):
-                for nb in cfg.secure_names:
-                    if _ci_equal(p + a, n, PyBytes_AS_STRING(nb), PyBytes_GET_SIZE(nb)):
-                        scheme = _HTTPS if value == cfg.secure_scheme_headers[nb.decode()] else _HTTP
-                        if scheme_set:
-                            if scheme != req.scheme:
-                                raise InvalidSchemeHeaders()
-                        else:
-                            scheme_set = True
-                            req.scheme = scheme
-                        break
-            if underscore:
-                found = False
-                if self.trusted:
-                    if cfg.forwarder_all:
-                        found = True
-                    else:
-                        for nb in cfg.forwarder_names:
-                            if _ci_equal(p + a, n, PyBytes_AS_STRING(nb), PyBytes_GET_SIZE(nb)):
-                                found = True
-                                break
-                if not found:
-                    if cfg.header_map == HEADER_MAP_DROP:
-                        a = b + 2
-                        continue
-                    elif cfg.header_map != HEADER_MAP_DANGEROUS:
-                        raise InvalidHeaderName(_latin1(p + a, n).upper())
-            kept += 1
+                    kind = H_OTHER
+                    und = 0
+                    i = a
+                    lim = a + NAME_BUF if h_end - a > NAME_BUF else h_end
+                    while i < lim:
+                        u = UPNAME[<unsigned char>p[i]]
+                        if u == 0:
+                            break
+                        und |= u == 95
+                        i += 1
+                    if i == lim:
+                        # a long name: only checked
+                        while i < h_end and UPNAME[<unsigned char>p[i]]:
+                            und |= p[i] == b'_'
+                            i += 1
+                    underscore = und != 0
+                    if i == a or i >= h_end or p[i] != b':':
+                        _bad_header_line(p, a, _line_end(p, a, h_end))
+                    n = i - a
+                colon = a + n
+                # the value, up to CRLF: whole words at a time while no byte can
+                # be a control character; note the first forbidden byte
+                bad = -1
+                high = 0
+                vs = colon + 1
+                while vs < h_end and (p[vs] == b' ' or p[vs] == b'\t'):
+                    vs += 1
+                value = None
+                if known >= 0 and _KNOWN_SHARED[known]:
+                    # The bytes of the value this header had last, then CRLF: that
+                    # value was checked and trimmed when it was first seen, so
+                    # these bytes need no scan.
+                    last = cfg.shared_values[known]
+                    if last != NULL:
+                        n_last = PyUnicode_GET_LENGTH(<object>last)
+                        b = vs + n_last
+                        if (b <= h_end and p[b] == b'\r' and p[b + 1] == b'\n'
+                                and memcmp(PyUnicode_DATA(<object>last), p + vs, n_last) == 0):
+                            value = <object>last
+                            ve = b
+                if value is None:
+                    j = vs
+                    while True:
+                        # stops at the CR of the head's end at the latest
+                        j = tw_find_ctl(p, j, buf_end, &high)
+                        if j >= h_end:
+                            b = h_end
+                            break
+                        if p[j] == b'\r' and j + 1 < h_end and p[j + 1] == b'\n':
+                            b = j
+                            break
+                        if bad < 0:
+                            bad = j
+                        j += 1
+                    ve = b
+                    while ve > vs and (p[ve - 1] == b' ' or p[ve - 1] == b'\t'):
+                        ve -= 1
+                if b + 2 < h_end and (p[b + 2] == b' ' or p[b + 2] == b'\t'):
+                    raise ObsoleteFolding(_latin1(p + a, n).upper())
+                if bad >= 0:
+                    raise InvalidHeader(_latin1(p + a, n).upper())
+                if (b - a) + 2 > limit_size:
+                    raise LimitRequestHeaders("limit request headers fields size")
 
-            # into the environ, as gunicorn.http.wsgi.create does
-            if kind == H_CONTENT_TYPE:
-                env[K_CONTENT_TYPE] = value
+                if value is not None:
+                    pass
+                elif known >= 0 and _KNOWN_SHARED[known] and ve - vs <= SHARED_VALUE_MAX:
+                    value = cfg.new_shared_value(known, p + vs, ve - vs, not (high & 0x80))
+                elif not (high & 0x80):
+                    value = _ascii(p + vs, ve - vs)
+                else:
+                    value = _latin1(p + vs, ve - vs)
+
+                # gunicorn HeaderPolicy, in its order
+                if kind == H_HOST:
+                    if seen_host:
+                        raise InvalidHeader("HOST", req=req)
+                    seen_host = True
+                elif kind == H_CONTENT_TYPE:
+                    if seen_ctype:
+                        raise InvalidHeader("CONTENT-TYPE", req=req)
+                    seen_ctype = True
+                elif kind == H_EXPECT:
+                    if (<str>value).lower() == "100-continue":
+                        if req.version >= _V11:
+                            req._expected_100_continue = True
+                    else:
+                        raise ExpectationFailed(value)
+                if self.trusted and (((cfg.secure_known >> known) & 1) if known >= 0 else
+                                     ((cfg.secure_lengths >> (n if n < 63 else 63)) & 1)):
+                    for nb in cfg.secure_names:
+                        if _ci_equal(p + a, n, PyBytes_AS_STRING(nb), PyBytes_GET_SIZE(nb)):
+                            scheme = _HTTPS if value == cfg.secure_scheme_headers[nb.decode()] else _HTTP
+                            if scheme_set:
+                                if scheme != req.scheme:
+                                    raise InvalidSchemeHeaders()
+                            else:
+                                scheme_set = True
+                                req.scheme = scheme
+                            break
+                if underscore:
+                    found = False
+                    if self.trusted:
+                        if cfg.forwarder_all:
+                            found = True
+                        else:
+                            for nb in cfg.forwarder_names:
+                                if _ci_equal(p + a, n, PyBytes_AS_STRING(nb), PyBytes_GET_SIZE(nb)):
+                                    found = True
+                                    break
+                    if not found:
+                        if cfg.header_map == HEADER_MAP_DROP:
+                            a = b + 2
+                            continue
+                        elif cfg.header_map != HEADER_MAP_DANGEROUS:
+                            raise InvalidHeaderName(_latin1(p + a, n).upper())
+                kept += 1
+
+                if kind == H_CONTENT_LENGTH:
+                    if framing is None:
+                        framing = []
+                    framing.append((False, value))
+                elif kind == H_HOST:
+                    host = value
+                elif kind == H_SCRIPT_NAME:
+                    script_name = value
+                elif kind == H_TRANSFER_ENCODING:
+                    if framing is None:
+                        framing = []
+                    framing.append((True, value))
+                elif kind == H_CONNECTION:
+                    if req.conn_state == CONN_NONE:
+                        # gunicorn: value.lower() == "close" / "keep-alive"
+                        req.conn_state = (CONN_CLOSE if _ci_equal(p + vs, ve - vs, "CLOSE", 5) else
+                                          CONN_KEEPALIVE if _ci_equal(p + vs, ve - vs, "KEEP-ALIVE", 10)
+                                          else CONN_OTHER)
+                kidx = -1
+                if known >= 0:
+                    key = <object>_KNOWN_ENVKEY[known]
+                    if _KNOWN_IN_TEMPLATE[known]:
+                        bit = (<uint64_t>1) << known
+                        if mask & bit:
+                            regular = False
+                        mask |= bit
+                        kidx = <signed char>known
+                    else:
+                        regular = False
+                else:
+                    # a name with '_' can make the key of a known name
+                    if underscore:
+                        regular = False
+                    key = PyUnicode_New(5 + n, 127)
+                    kp = <char *>PyUnicode_DATA(key)
+                    kp[0] = b'H'; kp[1] = b'T'; kp[2] = b'T'; kp[3] = b'P'; kp[4] = b'_'
+                    for i in range(n):
+                        c = _upper(<unsigned char>p[a + i])
+                        kp[5 + i] = b'_' if c == 45 else c
+                if nops == FIELDS_AT_ONCE:
+                    # many fields: these go in now, the way any request's can
+                    env = self._environ(env, op_key, op_value, op_known, nops, mask, False)
+                    while nops > 0:
+                        nops -= 1
+                        Py_DECREF(op_key[nops])
+                        Py_DECREF(op_value[nops])
+                Py_INCREF(key)
+                Py_INCREF(value)
+                op_key[nops] = <PyObject *>key
+                op_value[nops] = <PyObject *>value
+                op_known[nops] = kidx
+                nops += 1
                 a = b + 2
-                continue
-            if kind == H_CONTENT_LENGTH:
-                env[K_CONTENT_LENGTH] = value
-                if framing is None:
-                    framing = []
-                framing.append((False, value))
-                a = b + 2
-                continue
-            if kind == H_HOST:
-                host = value
-            elif kind == H_SCRIPT_NAME:
-                script_name = value
-                key = "HTTP_SCRIPT_NAME"
-            elif kind == H_TRANSFER_ENCODING:
-                if framing is None:
-                    framing = []
-                framing.append((True, value))
-            elif kind == H_CONNECTION:
-                if req.conn_state == CONN_NONE:
-                    # gunicorn: value.lower() == "close" / "keep-alive"
-                    req.conn_state = (CONN_CLOSE if _ci_equal(p + vs, ve - vs, "CLOSE", 5) else
-                                      CONN_KEEPALIVE if _ci_equal(p + vs, ve - vs, "KEEP-ALIVE", 10)
-                                      else CONN_OTHER)
-            if key is None:
-                key = PyUnicode_New(5 + n, 127)
-                kp = <char *>PyUnicode_DATA(key)
-                kp[0] = b'H'; kp[1] = b'T'; kp[2] = b'T'; kp[3] = b'P'; kp[4] = b'_'
-                for i in range(n):
-                    c = _upper(<unsigned char>p[a + i])
-                    kp[5 + i] = b'_' if c == 45 else c
-            # "" is a shared object: whether the key was already there is told
-            # by the size of the dict, not by the identity of the value
-            n = PyDict_GET_SIZE(env)
-            old = <object>PyDict_SetDefault(env, key, value)
-            if PyDict_GET_SIZE(env) == n:
-                env[key] = old + "," + value
-            a = b + 2
+            env = self._environ(env, op_key, op_value, op_known, nops, mask, regular)
+        finally:
+            while nops > 0:
+                nops -= 1
+                Py_DECREF(op_key[nops])
+                Py_DECREF(op_value[nops])
+        env[K_RAW_URI] = req.uri
 
         # -- body framing (gunicorn Message.set_body_reader) -----------------
         cdef Body body = Body.__new__(Body)
@@ -1358,6 +1440,8 @@ cdef class RequestParser:
         # -- the rest of wsgi.create ------------------------------------------
         if req.scheme is not self.last_scheme:
             env[K_SCHEME] = base[K_SCHEME] = self.last_scheme = req.scheme
+            if self.template is not None:
+                self.template[K_SCHEME] = req.scheme
         if self.server_name is None:
             self._unix_server(env, host, req.scheme)
         if script_name:
@@ -1369,6 +1453,77 @@ cdef class RequestParser:
         env[K_PATH_INFO] = _unquote(path) if self.path_quoted else path
         if script_name is not self.last_script_name:
             env[K_SCRIPT_NAME] = base[K_SCRIPT_NAME] = self.last_script_name = script_name
+            if self.template is not None:
+                self.template[K_SCRIPT_NAME] = script_name
+        return env
+
+    cdef dict _environ(self, dict env, PyObject **keys, PyObject **values, signed char *known,
+                       Py_ssize_t n, uint64_t mask, bint regular):
+        """Put n header fields into env (None: a new environ) as wsgi.create
+        does: a repeated name joins the values with ",", Content-Type and
+        Content-Length replace. known[i] is the field's known header index
+        when the connection's template may hold it, else -1; mask has bit k
+        for each such header; regular: no header in the request repeats, and
+        none is SCRIPT_NAME or has a name with '_' (whose key could be that
+        of a known header).
+
+        A browser sends the same headers on every request of a connection,
+        most of them with the same values. For a regular request with the
+        same known headers as the previous one, the template is made: the
+        base environ with those headers' keys and values. The environ of a
+        regular request with the template's known headers then starts as a
+        copy of it, and a field whose value is the template's (the same
+        object: see ParserConfig.new_shared_value) needs nothing more.
+        """
+        cdef Py_ssize_t i, size
+        cdef signed char k
+        cdef dict tmpl
+        cdef object key, value, old
+        if env is None:
+            if regular:
+                if (self.template is None or mask != self.tmpl_mask) and mask == self.last_mask:
+                    tmpl = PyDict_Copy(self.base_environ)
+                    for i in range(n):
+                        k = known[i]
+                        if k >= 0:
+                            PyDict_SetItem(tmpl, <object>keys[i], <object>values[i])
+                            self.tmpl_values[k] = values[i]
+                    self.template = tmpl
+                    self.tmpl_mask = mask
+                self.last_mask = mask
+                if self.template is not None and mask == self.tmpl_mask:
+                    env = PyDict_Copy(self.template)
+                    for i in range(n):
+                        k = known[i]
+                        if k >= 0:
+                            # the template's key: replaced unless the same
+                            if values[i] != self.tmpl_values[k]:
+                                PyDict_SetItem(env, <object>keys[i], <object>values[i])
+                        else:
+                            # a key the template cannot hold
+                            key = <object>keys[i]
+                            value = <object>values[i]
+                            size = PyDict_GET_SIZE(env)
+                            old = <object>PyDict_SetDefault(env, key, value)
+                            if PyDict_GET_SIZE(env) == size:
+                                env[key] = old + "," + value
+                    return env
+            else:
+                self.last_mask = NO_MASK
+            env = PyDict_Copy(self.base_environ)
+        for i in range(n):
+            key = <object>keys[i]
+            value = <object>values[i]
+            k = known[i]
+            if k >= 0 and (_KNOWN_KIND[k] == H_CONTENT_TYPE or _KNOWN_KIND[k] == H_CONTENT_LENGTH):
+                env[key] = value
+                continue
+            # "" is a shared object: whether the key was already there is told
+            # by the size of the dict, not by the identity of the value
+            size = PyDict_GET_SIZE(env)
+            old = <object>PyDict_SetDefault(env, key, value)
+            if PyDict_GET_SIZE(env) == size:
+                env[key] = old + "," + value
         return env
 
     cdef _framing(self, Request req, Body body, list framing):

@@ -129,7 +129,9 @@ def test_value_of_every_length_with_obs_text():
 
 # A header of low variety whose bytes are those of its last value is given
 # that value without a scan; anything else must be scanned and judged anew.
-SHARED = [b"Host", b"User-Agent", b"Accept-Encoding", b"Connection", b"Sec-Fetch-Mode", b"DNT"]
+SHARED = [b"Host", b"User-Agent", b"Accept-Encoding", b"Connection", b"Sec-Fetch-Mode", b"DNT",
+          # kept per connection
+          b"Cookie", b"Authorization"]
 
 
 def near_misses(v):
@@ -164,6 +166,26 @@ def test_shared_value_across_connections_of_one_worker():
     assert [e["HTTP_ACCEPT_ENCODING"] for e in envs] == ["gzip", "gzip", "gzip", "br", "gzip"]
     # the same bytes give the same object, which is what saves the work
     assert envs[0]["HTTP_ACCEPT_ENCODING"] is envs[1]["HTTP_ACCEPT_ENCODING"]
+
+
+def test_values_kept_per_connection_stay_with_their_connection():
+    from gunicorn.config import Config
+    config = hp.ParserConfig(Config())
+    one = hp.RequestParser(config, None, ("127.0.0.1", 1), ("127.0.0.1", 2))
+    two = hp.RequestParser(config, None, ("127.0.0.1", 3), ("127.0.0.1", 2))
+    long_value = b"k=" + b"v" * 8000
+    seen = []
+    for parser, cookie, auth in ((one, b"a=1", b"Basic x"), (two, b"a=2", b"Basic y"),
+                                 (one, b"a=1", b"Basic x"), (two, b"a=1", b"Basic x"),
+                                 (one, b"a=1 ", b"Basic  x"), (one, long_value, b"Basic x"),
+                                 (one, long_value, b"Basic x"), (one, long_value[:-1], b"")):
+        env = parser.parse(request([b"Host: a", b"Cookie: " + cookie, b"Authorization: " + auth]))
+        assert env["HTTP_COOKIE"] == cookie.strip().decode()
+        assert env["HTTP_AUTHORIZATION"] == auth.strip().decode()
+        seen.append(env["HTTP_COOKIE"])
+    # the same bytes on the same connection give the same object
+    assert seen[2] is seen[0] and seen[6] is seen[5]
+    assert seen[3] is not seen[0]
 
 
 # What one request leaves for the next on the same connection: the

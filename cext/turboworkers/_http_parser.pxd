@@ -38,7 +38,6 @@ cdef class ParserConfig:
     cdef PyObject *shared_values[64]
 
     cdef bint peer_trusted(self, object peer_addr)
-    cdef object new_shared_value(self, Py_ssize_t k, const char *v, Py_ssize_t n, bint ascii)
 
 
 cdef class Body:
@@ -139,6 +138,9 @@ cdef class RequestParser:
     cdef uint64_t tmpl_mask
     cdef uint64_t last_mask
     cdef PyObject *tmpl_values[64]
+    # the last value of each known header whose values are kept per
+    # connection (its str), as ParserConfig.shared_values
+    cdef PyObject *conn_values[64]
     # the values of these keys in base_environ (set by the last request)
     cdef object last_method, last_protocol, last_query, last_scheme, last_script_name
     # receive buffer: bytes in [pos, len(buf)) are not consumed yet

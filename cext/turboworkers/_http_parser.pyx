@@ -192,21 +192,28 @@ cdef list _KNOWN = []       # (UPPER-NAME bytes, kind, environ key or None, shar
 # Headers whose values vary little among the requests a worker sees (a
 # browser sends the same ones on every request, and browsers of one kind send
 # the same ones as each other): the last value of each is kept, and a request
-# with the same bytes gets the same str object instead of a new one. The
-# others (Cookie, Referer, Authorization, lengths, addresses...) differ too
-# often to gain anything.
+# with the same bytes gets the same str object instead of a new one.
+# Cookie and Authorization differ between clients but seldom between the
+# requests of one connection: their last values are kept per connection. The
+# others (Referer, lengths, addresses...) differ too often to gain anything.
 _SHARED_VALUES = frozenset((
     "HOST", "USER-AGENT", "ACCEPT", "ACCEPT-LANGUAGE", "ACCEPT-ENCODING", "CONNECTION",
     "CONTENT-TYPE", "CACHE-CONTROL", "UPGRADE-INSECURE-REQUESTS", "SEC-FETCH-DEST",
     "SEC-FETCH-MODE", "SEC-FETCH-SITE", "SEC-FETCH-USER", "ORIGIN", "PRAGMA",
     "X-FORWARDED-PROTO", "X-REQUESTED-WITH", "DNT", "SEC-CH-UA", "SEC-CH-UA-MOBILE",
     "SEC-CH-UA-PLATFORM", "TE", "KEEP-ALIVE"))
+_CONNECTION_VALUES = frozenset(("COOKIE", "AUTHORIZATION"))
+DEF SHARE_NONE = 0
+DEF SHARE_WORKER = 1        # the last value in ParserConfig.shared_values
+DEF SHARE_CONNECTION = 2    # the last value in RequestParser.conn_values
 
 def _known(name, int kind):
     key = None
     if kind not in (H_CONTENT_TYPE, H_CONTENT_LENGTH, H_SCRIPT_NAME):
         key = sys.intern("HTTP_" + name.replace("-", "_"))
-    _KNOWN.append((name.encode("ascii"), kind, key, name in _SHARED_VALUES))
+    _KNOWN.append((name.encode("ascii"), kind, key,
+                   SHARE_WORKER if name in _SHARED_VALUES else
+                   SHARE_CONNECTION if name in _CONNECTION_VALUES else SHARE_NONE))
 
 for _n, _k in (
         ("HOST", H_HOST), ("USER-AGENT", H_PLAIN), ("ACCEPT", H_PLAIN),
@@ -234,7 +241,7 @@ cdef const char *_KNOWN_NAME[64]
 cdef Py_ssize_t _KNOWN_LEN[64]
 cdef int _KNOWN_KIND[64]
 cdef PyObject *_KNOWN_KEY[64]
-cdef bint _KNOWN_SHARED[64]
+cdef unsigned char _KNOWN_SHARED[64]  # SHARE_*
 cdef char _KNOWN_PADDED[64][32]     # each name, zero-padded: compared by words
 
 cdef void _init_known():
@@ -280,8 +287,9 @@ cdef inline Py_ssize_t _lookup_known(const char *upname, Py_ssize_t n) noexcept:
             return k
     return -1
 
-# at most this long, a value of a header above is shared
+# at most this long, a value of a header above is shared (kept per connection)
 DEF SHARED_VALUE_MAX = 256
+DEF CONNECTION_VALUE_MAX = 8192
 
 # Request methods and protocol strings seen on nearly every request.
 cdef dict _METHODS = {m.encode(): sys.intern(m) for m in (
@@ -506,17 +514,6 @@ cdef class ParserConfig:
         for k in range(_NKNOWN):
             Py_XDECREF(self.shared_values[k])
             self.shared_values[k] = NULL
-
-    cdef inline object new_shared_value(self, Py_ssize_t k, const char *v, Py_ssize_t n, bint ascii):
-        # The str of v[:n], kept as known header k's last value. A str made
-        # from bytes, as here, holds them one per character: _build compares
-        # its data with the next request's bytes directly.
-        cdef PyObject *last = self.shared_values[k]
-        value = _ascii(v, n) if ascii else _latin1(v, n)
-        Py_INCREF(value)
-        self.shared_values[k] = <PyObject *>value
-        Py_XDECREF(last)
-        return value
 
     def renew_error_stream(self):
         """gunicorn builds wsgi.errors per request from the log handlers'
@@ -781,6 +778,10 @@ cdef class RequestParser:
 
     def __dealloc__(self):
         _freed[LIVE_PARSER] += 1
+        cdef Py_ssize_t k
+        for k in range(_NKNOWN):
+            Py_XDECREF(self.conn_values[k])
+            self.conn_values[k] = NULL
 
     def __init__(self, ParserConfig config, source, peer_addr, server_addr, sock=None):
         self.config = config
@@ -1182,6 +1183,8 @@ cdef class RequestParser:
         cdef Py_ssize_t buf_end = PyBytes_GET_SIZE(self.buf)
         cdef Py_ssize_t known, n_last
         cdef PyObject *last
+        cdef PyObject **slot = NULL
+        cdef unsigned char share
         cdef object key, value, old
         cdef char *kp
         cdef bytes nb
@@ -1274,11 +1277,14 @@ cdef class RequestParser:
                 while vs < h_end and (p[vs] == b' ' or p[vs] == b'\t'):
                     vs += 1
                 value = None
-                if known >= 0 and _KNOWN_SHARED[known]:
+                share = _KNOWN_SHARED[known] if known >= 0 else SHARE_NONE
+                if share != SHARE_NONE:
                     # The bytes of the value this header had last, then CRLF: that
                     # value was checked and trimmed when it was first seen, so
                     # these bytes need no scan.
-                    last = cfg.shared_values[known]
+                    slot = (&cfg.shared_values[known] if share == SHARE_WORKER else
+                            &self.conn_values[known])
+                    last = slot[0]
                     if last != NULL:
                         n_last = PyUnicode_GET_LENGTH(<object>last)
                         b = vs + n_last
@@ -1312,8 +1318,9 @@ cdef class RequestParser:
 
                 if value is not None:
                     pass
-                elif known >= 0 and _KNOWN_SHARED[known] and ve - vs <= SHARED_VALUE_MAX:
-                    value = cfg.new_shared_value(known, p + vs, ve - vs, not (high & 0x80))
+                elif share != SHARE_NONE and ve - vs <= (SHARED_VALUE_MAX if share == SHARE_WORKER
+                                                         else CONNECTION_VALUE_MAX):
+                    value = _new_shared_value(slot, p + vs, ve - vs, not (high & 0x80))
                 elif not (high & 0x80):
                     value = _ascii(p + vs, ve - vs)
                 else:
@@ -1473,7 +1480,7 @@ cdef class RequestParser:
         base environ with those headers' keys and values. The environ of a
         regular request with the template's known headers then starts as a
         copy of it, and a field whose value is the template's (the same
-        object: see ParserConfig.new_shared_value) needs nothing more.
+        object: see _new_shared_value) needs nothing more.
         """
         cdef Py_ssize_t i, size
         cdef signed char k
@@ -1649,6 +1656,18 @@ cdef class RequestParser:
             out.append((name, _latin1(p + vs, ve - vs)))
             a = b + 2
         return out
+
+
+cdef inline object _new_shared_value(PyObject **slot, const char *v, Py_ssize_t n, bint ascii):
+    # The str of v[:n], kept in *slot as a known header's last value. A str
+    # made from bytes, as here, holds them one per character: _build compares
+    # its data with the next request's bytes directly.
+    cdef PyObject *last = slot[0]
+    value = _ascii(v, n) if ascii else _latin1(v, n)
+    Py_INCREF(value)
+    slot[0] = <PyObject *>value
+    Py_XDECREF(last)
+    return value
 
 
 cdef str _unquote(str path):

@@ -132,15 +132,17 @@ cdef class RequestParser:
     cdef dict base_environ                    # per connection
     # base_environ plus the header keys of an earlier request (bit k of
     # tmpl_mask: known header k) with the values it had then (tmpl_values,
-    # borrowed from the template), or None; last_mask: the known headers of
-    # the previous request (bit 63 alone: none to go by)
+    # borrowed from the template; allocated with the first template), or
+    # None; last_mask: the known headers of the previous request (bit 63
+    # alone: none to go by)
     cdef dict template
     cdef uint64_t tmpl_mask
     cdef uint64_t last_mask
-    cdef PyObject *tmpl_values[64]
-    # the last value of each known header whose values are kept per
-    # connection (its str), as ParserConfig.shared_values
-    cdef PyObject *conn_values[64]
+    cdef PyObject **tmpl_values
+    # the last value (its str) of each known header whose values are kept
+    # per connection, as ParserConfig.shared_values, in the order of
+    # _CONN_SLOT
+    cdef PyObject *conn_values[4]
     # the values of these keys in base_environ (set by the last request)
     cdef object last_method, last_protocol, last_query, last_scheme, last_script_name
     # receive buffer: bytes in [pos, len(buf)) are not consumed yet

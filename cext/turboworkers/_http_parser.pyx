@@ -17,6 +17,7 @@ from cpython.unicode cimport PyUnicode_DecodeLatin1
 from cpython.object cimport PyObject
 from libc.stdint cimport uint64_t
 from cpython.ref cimport Py_INCREF, Py_XDECREF
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from cpython.unicode cimport PyUnicode_GET_LENGTH
 from libc.string cimport memchr, memcmp, memcpy, memset
 from libc.errno cimport errno, EINTR, EAGAIN
@@ -68,7 +69,7 @@ DEF RECV_SIZE = 8192
 DEF SMALL_RECV = 16384  # CoopSource: up to this much is received into _small_recv
 DEF MAX_BODY_CHUNK = 1048576
 DEF FIELDS_AT_ONCE = 64 # header fields _build records before it puts them in the environ
-DEF NO_MASK = 0x8000000000000000  # RequestParser.last_mask: no mask to compare with
+DEF CONN_VALUES = 4     # known headers kept per connection, at most
 
 DEF HEADER_MAP_REFUSE = 0
 DEF HEADER_MAP_DROP = 1
@@ -242,9 +243,12 @@ cdef Py_ssize_t _KNOWN_LEN[64]
 cdef int _KNOWN_KIND[64]
 cdef PyObject *_KNOWN_KEY[64]
 cdef unsigned char _KNOWN_SHARED[64]  # SHARE_*
+cdef Py_ssize_t _CONN_SLOT[64]       # known headers kept per connection: the index
+cdef Py_ssize_t _NCONN_KNOWN = 0     # of their RequestParser.conn_values
 cdef char _KNOWN_PADDED[64][32]     # each name, zero-padded: compared by words
 
 cdef void _init_known():
+    global _NCONN_KNOWN
     cdef Py_ssize_t i
     cdef bytes b
     for i in range(64):
@@ -258,6 +262,10 @@ cdef void _init_known():
         _KNOWN_KIND[i] = _KNOWN[i][1]
         _KNOWN_KEY[i] = <PyObject *>_KNOWN[i][2]
         _KNOWN_SHARED[i] = _KNOWN[i][3]
+        if _KNOWN_SHARED[i] == SHARE_CONNECTION:
+            assert _NCONN_KNOWN < CONN_VALUES
+            _CONN_SLOT[i] = _NCONN_KNOWN
+            _NCONN_KNOWN += 1
         assert _KNOWN_LEN[i] <= 32
         memset(_KNOWN_PADDED[i], 0, 32)
         memcpy(_KNOWN_PADDED[i], _KNOWN_NAME[i], _KNOWN_LEN[i])
@@ -325,6 +333,10 @@ cdef str K_HTTP_SCRIPT_NAME = sys.intern("HTTP_SCRIPT_NAME")
 # The environ key of each known header, and whether a connection's environ
 # template may hold it (see RequestParser._build): every known header but
 # SCRIPT_NAME, whose value also changes PATH_INFO.
+# RequestParser.last_mask: no mask to compare with (no known header has
+# index 63)
+cdef uint64_t NO_MASK = (<uint64_t>1) << 63
+
 cdef PyObject *_KNOWN_ENVKEY[64]
 cdef bint _KNOWN_IN_TEMPLATE[64]
 
@@ -389,18 +401,30 @@ cdef dict _presized(dict items, dict more=None):
     """A dict of ``items`` (then ``more``) whose table is sized for a whole
     environ: a copy of it, one per request, then never needs to grow.
 
-    Grown key by key, as a dict of str keys grows, and past the items with
-    stand-in keys removed at the end: a table grown so holds str keys only,
-    and since CPython 3.11 that table is a third smaller and faster to
-    search than the one _PyDict_NewPresized makes, whose size also takes
-    a copy of it (one per request) past what malloc keeps at hand."""
-    cdef dict d = {}
-    cdef Py_ssize_t i
+    Filled item by item: dict.update() into an empty dict would replace the
+    large table with a copy of the small one."""
+    cdef dict d = _PyDict_NewPresized(ENVIRON_SIZE)
     for k, v in items.items():
         d[k] = v
     if more is not None:
         for k, v in more.items():
             d[k] = v
+    return d
+
+
+cdef dict _str_keyed(dict items):
+    """A copy of ``items`` whose table is also sized for a whole environ, but
+    grown key by key, as a dict of str keys grows (past the items with
+    stand-in keys, removed at the end).
+
+    Since CPython 3.11 such a table holds str keys only: a third smaller
+    than the general one _PyDict_NewPresized makes, so that a copy of it,
+    one per request, stays within what malloc keeps at hand. Adding a key
+    to it costs more, though: only a dict whose copies get few keys added
+    is worth making so."""
+    cdef dict d = {}
+    for k, v in items.items():
+        d[k] = v
     full = {}
     for i in range(ENVIRON_SIZE):
         full["k%d" % i] = None
@@ -778,10 +802,12 @@ cdef class RequestParser:
 
     def __dealloc__(self):
         _freed[LIVE_PARSER] += 1
-        cdef Py_ssize_t k
-        for k in range(_NKNOWN):
-            Py_XDECREF(self.conn_values[k])
-            self.conn_values[k] = NULL
+        cdef Py_ssize_t i
+        for i in range(_NCONN_KNOWN):
+            Py_XDECREF(self.conn_values[i])
+            self.conn_values[i] = NULL
+        PyMem_Free(self.tmpl_values)
+        self.tmpl_values = NULL
 
     def __init__(self, ParserConfig config, source, peer_addr, server_addr, sock=None):
         self.config = config
@@ -1221,6 +1247,12 @@ cdef class RequestParser:
         # known which of them the request has: recorded here in order, each
         # key and value holding a reference.
         cdef dict env = None
+        # no template to use or make (the first request of a connection):
+        # the fields go into the environ as they come
+        cdef bint direct = self.template is None and self.last_mask == NO_MASK
+        cdef Py_ssize_t size
+        if direct:
+            env = PyDict_Copy(base)
         cdef PyObject *op_key[FIELDS_AT_ONCE]
         cdef PyObject *op_value[FIELDS_AT_ONCE]
         cdef signed char op_known[FIELDS_AT_ONCE]
@@ -1283,7 +1315,7 @@ cdef class RequestParser:
                     # value was checked and trimmed when it was first seen, so
                     # these bytes need no scan.
                     slot = (&cfg.shared_values[known] if share == SHARE_WORKER else
-                            &self.conn_values[known])
+                            &self.conn_values[_CONN_SLOT[known]])
                     last = slot[0]
                     if last != NULL:
                         n_last = PyUnicode_GET_LENGTH(<object>last)
@@ -1410,6 +1442,18 @@ cdef class RequestParser:
                     for i in range(n):
                         c = _upper(<unsigned char>p[a + i])
                         kp[5 + i] = b'_' if c == 45 else c
+                if direct:
+                    if kind == H_CONTENT_TYPE or kind == H_CONTENT_LENGTH:
+                        env[key] = value
+                    else:
+                        # "" is a shared object: whether the key was already there is
+                        # told by the size of the dict, not by the identity of the value
+                        size = PyDict_GET_SIZE(env)
+                        old = <object>PyDict_SetDefault(env, key, value)
+                        if PyDict_GET_SIZE(env) == size:
+                            env[key] = old + "," + value
+                    a = b + 2
+                    continue
                 if nops == FIELDS_AT_ONCE:
                     # many fields: these go in now, the way any request's can
                     env = self._environ(env, op_key, op_value, op_known, nops, mask, False)
@@ -1424,7 +1468,10 @@ cdef class RequestParser:
                 op_known[nops] = kidx
                 nops += 1
                 a = b + 2
-            env = self._environ(env, op_key, op_value, op_known, nops, mask, regular)
+            if direct:
+                self.last_mask = mask if regular else NO_MASK
+            else:
+                env = self._environ(env, op_key, op_value, op_known, nops, mask, regular)
         finally:
             while nops > 0:
                 nops -= 1
@@ -1494,6 +1541,14 @@ cdef class RequestParser:
                         k = known[i]
                         if k >= 0:
                             PyDict_SetItem(tmpl, <object>keys[i], <object>values[i])
+                    tmpl = _str_keyed(tmpl)
+                    if self.tmpl_values == NULL:
+                        self.tmpl_values = <PyObject **>PyMem_Malloc(_NKNOWN * sizeof(PyObject *))
+                        if self.tmpl_values == NULL:
+                            raise MemoryError()
+                    for i in range(n):
+                        k = known[i]
+                        if k >= 0:
                             self.tmpl_values[k] = values[i]
                     self.template = tmpl
                     self.tmpl_mask = mask

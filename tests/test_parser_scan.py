@@ -98,6 +98,39 @@ def test_known_names_in_any_case_and_near_misses(name):
             assert_same(request([b"Host: a", v + b": " + value]) + body, cfg)
 
 
+ALL_KNOWN = ["Host", "User-Agent", "Accept", "Accept-Language", "Accept-Encoding", "Connection",
+             "Cookie", "Referer", "Cache-Control", "Upgrade-Insecure-Requests", "Sec-Fetch-Dest",
+             "Sec-Fetch-Mode", "Sec-Fetch-Site", "Sec-Fetch-User", "Origin", "Authorization",
+             "Pragma", "If-None-Match", "If-Modified-Since", "X-Forwarded-For",
+             "X-Forwarded-Proto", "X-Real-IP", "X-Requested-With", "DNT", "Sec-CH-UA",
+             "Sec-CH-UA-Mobile", "Sec-CH-UA-Platform", "TE", "Range", "Keep-Alive"]
+
+
+def test_every_known_name_is_found():
+    # a known name's environ key is the interned constant; a name that is
+    # not found gets a key built for it (equal, but another object)
+    import sys
+    from gunicorn.config import Config
+    config = hp.ParserConfig(Config())
+    for name in ALL_KNOWN:
+        for spelled in (name, name.upper(), name.lower()):
+            parser = hp.RequestParser(config, None, ("127.0.0.1", 1), ("127.0.0.1", 2))
+            host = [] if name == "Host" else [b"Host: a"]
+            env = parser.parse(request(host + [spelled.encode() + b": v"]))
+            want = "HTTP_" + name.upper().replace("-", "_")
+            key = next(k for k in env if k == want)
+            assert key is sys.intern(want), name
+        # a name one byte longer or shorter is not that name
+        for other in (name + "x", name[:-1] + "x"):
+            if other.upper() in (n.upper() for n in ALL_KNOWN):
+                continue
+            parser = hp.RequestParser(config, None, ("127.0.0.1", 1), ("127.0.0.1", 2))
+            env = parser.parse(request([b"Host: a", other.encode() + b": v"]))
+            want = "HTTP_" + other.upper().replace("-", "_")
+            key = next(k for k in env if k == want)
+            assert key is not sys.intern(want), other
+
+
 def test_secure_scheme_headers_still_matched():
     cfg = {"secure_scheme_headers": {"X-FORWARDED-PROTO": "https", "X-SCHEME": "https"},
            "forwarded_allow_ips": "*"}

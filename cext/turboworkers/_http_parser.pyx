@@ -234,10 +234,7 @@ for _n, _k in (
         ("KEEP-ALIVE", H_PLAIN), ("SCRIPT_NAME", H_SCRIPT_NAME)):
     _known(_n, _k)
 
-# sorted by length, so a lookup only compares names of the right length
-_KNOWN.sort(key=lambda e: len(e[0]))
 cdef Py_ssize_t _NKNOWN = len(_KNOWN)
-cdef Py_ssize_t _KNOWN_FIRST[64]     # index of the first name of each length
 cdef const char *_KNOWN_NAME[64]
 cdef Py_ssize_t _KNOWN_LEN[64]
 cdef int _KNOWN_KIND[64]
@@ -246,15 +243,28 @@ cdef unsigned char _KNOWN_SHARED[64]  # SHARE_*
 cdef Py_ssize_t _CONN_SLOT[64]       # known headers kept per connection: the index
 cdef Py_ssize_t _NCONN_KNOWN = 0     # of their RequestParser.conn_values
 cdef char _KNOWN_PADDED[64][32]     # each name, zero-padded: compared by words
+# A name's index by a hash of its length, its first 8 bytes (zero-padded)
+# and its last 8 (none below 8), with no two known names in one slot: one
+# candidate to compare
+cdef signed char _KNOWN_BY_HASH[256]
+cdef uint64_t _KNOWN_MUL = 0
+
+
+cdef inline unsigned int _known_hash(const char *name, Py_ssize_t n) noexcept nogil:
+    cdef uint64_t first, last = 0
+    memcpy(&first, name, 8)
+    if n >= 8:
+        memcpy(&last, name + n - 8, 8)
+    return <unsigned int>((((first ^ (last << 1)) + <uint64_t>n) * _KNOWN_MUL) >> 56)
 
 cdef void _init_known():
     global _NCONN_KNOWN
-    cdef Py_ssize_t i
+    global _KNOWN_MUL
+    cdef Py_ssize_t i, tries
     cdef bytes b
-    for i in range(64):
-        _KNOWN_FIRST[i] = _NKNOWN
-    for i in range(_NKNOWN - 1, -1, -1):
-        _KNOWN_FIRST[PyBytes_GET_SIZE(_KNOWN[i][0])] = i
+    cdef uint64_t m = 0x9E3779B97F4A7C15
+    cdef unsigned int h
+    assert _NKNOWN < 127
     for i in range(_NKNOWN):
         b = _KNOWN[i][0]
         _KNOWN_NAME[i] = PyBytes_AS_STRING(b)
@@ -269,6 +279,19 @@ cdef void _init_known():
         assert _KNOWN_LEN[i] <= 32
         memset(_KNOWN_PADDED[i], 0, 32)
         memcpy(_KNOWN_PADDED[i], _KNOWN_NAME[i], _KNOWN_LEN[i])
+    # the first odd multiplier (of a fixed sequence) that separates them
+    for tries in range(1000000):
+        _KNOWN_MUL = m | 1
+        memset(_KNOWN_BY_HASH, -1, sizeof(_KNOWN_BY_HASH))
+        for i in range(_NKNOWN):
+            h = _known_hash(_KNOWN_PADDED[i], _KNOWN_LEN[i])
+            if _KNOWN_BY_HASH[h] >= 0:
+                break
+            _KNOWN_BY_HASH[h] = <signed char>i
+        else:
+            return
+        m = m * 6364136223846793005ULL + 1442695040888963407ULL
+    raise RuntimeError("no hash separates the known header names")
 
 _init_known()
 
@@ -281,19 +304,19 @@ cdef inline Py_ssize_t _lookup_known(const char *upname, Py_ssize_t n) noexcept:
     cdef uint64_t x, y, diff
     if n > 32:
         return -1
-    for k in range(_KNOWN_FIRST[n], _NKNOWN):
-        if _KNOWN_LEN[k] != n:
-            break
-        diff = 0
-        i = 0
-        while i < n:
-            memcpy(&x, upname + i, 8)
-            memcpy(&y, _KNOWN_PADDED[k] + i, 8)
-            diff |= x ^ y
-            i += 8
-        if diff == 0:
-            return k
-    return -1
+    k = _KNOWN_BY_HASH[_known_hash(upname, n)]
+    if k < 0 or _KNOWN_LEN[k] != n:
+        return -1
+    memcpy(&x, upname, 8)
+    memcpy(&y, _KNOWN_PADDED[k], 8)
+    diff = x ^ y
+    i = 8
+    while i < n:
+        memcpy(&x, upname + i, 8)
+        memcpy(&y, _KNOWN_PADDED[k] + i, 8)
+        diff |= x ^ y
+        i += 8
+    return k if diff == 0 else -1
 
 # at most this long, a value of a header above is shared (kept per connection)
 DEF SHARED_VALUE_MAX = 256

@@ -345,3 +345,15 @@ def test_environ_template_per_peer_and_listener(peer, server):
     theirs = oracle.run_gunicorn(reads, None, peer_addr=peer, server_addr=server)
     assert ours == theirs, oracle.describe_difference(ours, theirs)
     assert len(ours.requests) == 7
+
+
+def test_environ_template_dropped_and_made_again():
+    # values that change on every request make the template not pay: it is
+    # dropped for a while, then made again; every request is still right
+    def changing(i):
+        return request([h.split(b":")[0] + b": " + (b"%d" % i) * (1 + i % 3) for h in BROWSER])
+    seq = [request(BROWSER)] * 2 + [changing(i) for i in range(20)] + [request(BROWSER)] * 20
+    seq += [changing(i) for i in range(3)] + [request(BROWSER)] * 3 + [changing(i) for i in range(15)]
+    assert len(seq) <= oracle.MAX_REQUESTS
+    ours = assert_same(b"".join(seq))
+    assert len(ours.requests) == len(seq)

@@ -139,6 +139,8 @@ cdef class RequestParser:
     cdef uint64_t tmpl_mask
     cdef uint64_t last_mask
     cdef PyObject **tmpl_values
+    cdef int tmpl_pause                       # requests still to build without a template
+    cdef int tmpl_backoff                     # the last pause
     # the last value (its str) of each known header whose values are kept
     # per connection, as ParserConfig.shared_values, in the order of
     # _CONN_SLOT

@@ -70,6 +70,8 @@ DEF SMALL_RECV = 16384  # CoopSource: up to this much is received into _small_re
 DEF MAX_BODY_CHUNK = 1048576
 DEF FIELDS_AT_ONCE = 64 # header fields _build records before it puts them in the environ
 DEF CONN_VALUES = 4     # known headers kept per connection, at most
+DEF TEMPLATE_PAUSE = 16         # requests without a template after one that did not pay
+DEF TEMPLATE_PAUSE_MAX = 1024
 
 DEF HEADER_MAP_REFUSE = 0
 DEF HEADER_MAP_DROP = 1
@@ -435,6 +437,15 @@ cdef dict _presized(dict items, dict more=None):
     return d
 
 
+def _str_keyed_size():
+    full = {}
+    for i in range(ENVIRON_SIZE):
+        full["k%d" % i] = None
+    return sys.getsizeof(full)
+
+cdef Py_ssize_t _STR_KEYED_SIZE = _str_keyed_size()
+
+
 cdef dict _str_keyed(dict items):
     """A copy of ``items`` whose table is also sized for a whole environ, but
     grown key by key, as a dict of str keys grows (past the items with
@@ -448,11 +459,8 @@ cdef dict _str_keyed(dict items):
     cdef dict d = {}
     for k, v in items.items():
         d[k] = v
-    full = {}
-    for i in range(ENVIRON_SIZE):
-        full["k%d" % i] = None
     stand_ins = []
-    while sys.getsizeof(d) < sys.getsizeof(full):
+    while sys.getsizeof(d) < _STR_KEYED_SIZE:
         k = "\x00%d" % len(stand_ins)
         stand_ins.append(k)
         d[k] = None
@@ -1273,6 +1281,10 @@ cdef class RequestParser:
         # no template to use or make (the first request of a connection):
         # the fields go into the environ as they come
         cdef bint direct = self.template is None and self.last_mask == NO_MASK
+        if self.tmpl_pause > 0:
+            # the template did not pay lately (see _environ)
+            self.tmpl_pause -= 1
+            direct = True
         cdef Py_ssize_t size
         if direct:
             env = PyDict_Copy(base)
@@ -1552,7 +1564,8 @@ cdef class RequestParser:
         copy of it, and a field whose value is the template's (the same
         object: see _new_shared_value) needs nothing more.
         """
-        cdef Py_ssize_t i, size
+        cdef Py_ssize_t i, size, changed
+        cdef bint made = False
         cdef signed char k
         cdef dict tmpl
         cdef object key, value, old
@@ -1575,15 +1588,18 @@ cdef class RequestParser:
                             self.tmpl_values[k] = values[i]
                     self.template = tmpl
                     self.tmpl_mask = mask
+                    made = True
                 self.last_mask = mask
                 if self.template is not None and mask == self.tmpl_mask:
                     env = PyDict_Copy(self.template)
+                    changed = 0
                     for i in range(n):
                         k = known[i]
                         if k >= 0:
                             # the template's key: replaced unless the same
                             if values[i] != self.tmpl_values[k]:
                                 PyDict_SetItem(env, <object>keys[i], <object>values[i])
+                                changed += 1
                         else:
                             # a key the template cannot hold
                             key = <object>keys[i]
@@ -1592,6 +1608,20 @@ cdef class RequestParser:
                             old = <object>PyDict_SetDefault(env, key, value)
                             if PyDict_GET_SIZE(env) == size:
                                 env[key] = old + "," + value
+                    if made:
+                        pass
+                    elif changed * 2 > PyDict_GET_SIZE(self.template) - PyDict_GET_SIZE(self.base_environ):
+                        # Most values differ from the template's (a client
+                        # whose values change on every request): replacing
+                        # one costs as much as adding it, and the larger copy
+                        # costs more. Made again after a pause that doubles
+                        # each time this happens again.
+                        self.template = None
+                        self.tmpl_backoff = (TEMPLATE_PAUSE if self.tmpl_backoff == 0 else
+                                             min(self.tmpl_backoff * 2, TEMPLATE_PAUSE_MAX))
+                        self.tmpl_pause = self.tmpl_backoff
+                    else:
+                        self.tmpl_backoff = 0
                     return env
             else:
                 self.last_mask = NO_MASK

@@ -398,17 +398,19 @@ STOP = _Stop()
 # Objects of each per-request class made and freed in this process, for the
 # leak tests and the leak benchmark. Plain C counters, always compiled in:
 # two increments per object cost nothing measurable, and the GIL serialises
-# every constructor and destructor, so no atomics are needed.
+# every constructor and destructor, so no atomics are needed. The parser
+# counts in __cinit__ and __dealloc__; Request and Body, made for every
+# request, have no __dealloc__ and count in their tp_alloc and tp_free
+# (live_count.h), set up below their definitions.
+cdef extern from "live_count.h":
+    Py_ssize_t *_made "tw_made"
+    Py_ssize_t *_freed "tw_freed"
+    int tw_count_type(object t, int i)
+
 cdef enum:
     LIVE_PARSER = 0
     LIVE_REQUEST = 1
     LIVE_BODY = 2
-    LIVE_KINDS = 3
-
-cdef Py_ssize_t _made[LIVE_KINDS]
-cdef Py_ssize_t _freed[LIVE_KINDS]
-memset(_made, 0, sizeof(_made))
-memset(_freed, 0, sizeof(_freed))
 
 
 def live_objects():
@@ -607,12 +609,6 @@ cdef class ParserConfig:
 
 cdef class Request:
     """What gunicorn's hooks and access log expect of a request."""
-
-    def __cinit__(self):
-        _made[LIVE_REQUEST] += 1
-
-    def __dealloc__(self):
-        _freed[LIVE_REQUEST] += 1
 
     def __init__(self):
         self.proxy_protocol_info = None
@@ -1806,12 +1802,6 @@ cdef str _unquote(str path):
 cdef class Body:
     """wsgi.input: reads the request body as gunicorn's Body does."""
 
-    def __cinit__(self):
-        _made[LIVE_BODY] += 1
-
-    def __dealloc__(self):
-        _freed[LIVE_BODY] += 1
-
     def __iter__(self):
         return self
 
@@ -2153,3 +2143,7 @@ cdef Py_ssize_t _getsize(size) except? -1:
     if size < 0 or size > sys.maxsize:
         return sys.maxsize
     return size
+
+
+if tw_count_type(Request, LIVE_REQUEST) < 0 or tw_count_type(Body, LIVE_BODY) < 0:
+    raise RuntimeError("cannot count Request and Body objects")

@@ -146,7 +146,7 @@ cdef class RequestParser:
     # _CONN_SLOT
     cdef PyObject *conn_values[4]
     # the values of these keys in base_environ (set by the last request)
-    cdef object last_method, last_protocol, last_query, last_scheme, last_script_name
+    cdef object last_method, last_protocol, last_scheme, last_script_name
     # receive buffer: bytes in [pos, len(buf)) are not consumed yet
     cdef bytes buf
     cdef Py_ssize_t pos

@@ -476,6 +476,8 @@ cdef dict _str_keyed(dict items):
 # entry, which costs a dict less. _build sets every one of them.
 cdef dict _PER_REQUEST = dict.fromkeys((K_METHOD, K_QUERY, K_RAW_URI, K_PROTOCOL, K_INPUT,
                                         K_SCHEME, K_PATH_INFO, K_SCRIPT_NAME))
+# (but for a request without a query, QUERY_STRING is left as it is)
+_PER_REQUEST[K_QUERY] = _EMPTY
 # and the keys a connection sets (REMOTE_PORT is removed again for a peer
 # that has no port; SERVER_* of a unix socket listener are set per request)
 _PER_REQUEST.update(dict.fromkeys((K_SOCKET, K_REMOTE_ADDR, K_REMOTE_PORT, K_SERVER_NAME,
@@ -1251,6 +1253,8 @@ cdef class RequestParser:
         # request for the keys below; one is set again only when it changed
         # (compared by identity: the parser hands out the same interned
         # objects for the same method, protocol, scheme and empty strings).
+        # QUERY_STRING is "" there: a query is new on nearly every request,
+        # set in the environ alone.
         cdef dict base = self.base_environ
         cdef dict tmpl = self.template
         if req.method is not self.last_method:
@@ -1261,10 +1265,6 @@ cdef class RequestParser:
             base[K_PROTOCOL] = self.last_protocol = req.protocol
             if tmpl is not None:
                 tmpl[K_PROTOCOL] = req.protocol
-        if req.query is not self.last_query:
-            base[K_QUERY] = self.last_query = req.query
-            if tmpl is not None:
-                tmpl[K_QUERY] = req.query
         host = None
         script_name = cfg.script_name
         framing = None          # [(is_te, value)] for Content-Length / Transfer-Encoding
@@ -1509,6 +1509,8 @@ cdef class RequestParser:
                 Py_DECREF(op_key[nops])
                 Py_DECREF(op_value[nops])
         env[K_RAW_URI] = req.uri
+        if PyUnicode_GET_LENGTH(req.query):
+            env[K_QUERY] = req.query
 
         # -- body framing (gunicorn Message.set_body_reader) -----------------
         cdef Body body = Body.__new__(Body)

@@ -358,3 +358,18 @@ def test_environ_template_dropped_and_made_again():
     assert len(seq) <= oracle.MAX_REQUESTS
     ours = assert_same(b"".join(seq))
     assert len(ours.requests) == len(seq)
+
+
+def test_methods_taken_without_checks_and_near_misses():
+    # GET, POST and HEAD are taken as they are; a method one byte off from
+    # them is checked as any other
+    methods = [b"GET", b"POST", b"HEAD", b"PUT", b"OPTIONS", b"PATCH"]
+    for m in list(methods):
+        for i in range(len(m)):
+            for repl in (b"t", b"#", b"@", b"\x80", b"_"):
+                methods.append(m[:i] + repl + m[i + 1:])
+        methods += [m + b"S", m[:-1], m.lower(), b"X" + m]
+    for cfg in (None, {"permit_unconventional_http_method": True},
+                {"casefold_http_method": True, "permit_unconventional_http_method": True}):
+        for m in methods:
+            assert_same(request([b"Host: a"], line=m + b" / HTTP/1.1"), cfg)

@@ -1139,18 +1139,8 @@ cdef class RequestParser:
         sp2 = hit - p
 
         n = sp1 - s
-        if not cfg.permit_unconventional_method:
-            for i in range(s, sp1):
-                c = <unsigned char>p[i]
-                if (97 <= c <= 122) or c == 35:
-                    raise InvalidRequestMethod(_latin1(p + s, n))
-            if n < 3 or n > 20:
-                raise InvalidRequestMethod(_latin1(p + s, n))
-        if n == 0:
-            raise InvalidRequestMethod(_EMPTY)
-        for i in range(s, sp1):
-            if not TOKEN_CHARS[<unsigned char>p[i]]:
-                raise InvalidRequestMethod(_latin1(p + s, n))
+        # GET, POST and HEAD (upper-case token characters, 3 or 4 long) pass
+        # every check of a method
         if n == 3 and memcmp(p + s, b"GET", 3) == 0:
             method = _GET
         elif n == 4 and memcmp(p + s, b"POST", 4) == 0:
@@ -1158,6 +1148,18 @@ cdef class RequestParser:
         elif n == 4 and memcmp(p + s, b"HEAD", 4) == 0:
             method = _HEAD
         else:
+            if not cfg.permit_unconventional_method:
+                for i in range(s, sp1):
+                    c = <unsigned char>p[i]
+                    if (97 <= c <= 122) or c == 35:
+                        raise InvalidRequestMethod(_latin1(p + s, n))
+                if n < 3 or n > 20:
+                    raise InvalidRequestMethod(_latin1(p + s, n))
+            if n == 0:
+                raise InvalidRequestMethod(_EMPTY)
+            for i in range(s, sp1):
+                if not TOKEN_CHARS[<unsigned char>p[i]]:
+                    raise InvalidRequestMethod(_latin1(p + s, n))
             m = _METHODS.get(PyBytes_FromStringAndSize(p + s, n)) if n <= 7 else None
             method = <str>m if m is not None else _latin1(p + s, n)
         if cfg.casefold_method:

@@ -373,3 +373,19 @@ def test_methods_taken_without_checks_and_near_misses():
                 {"casefold_http_method": True, "permit_unconventional_http_method": True}):
         for m in methods:
             assert_same(request([b"Host: a"], line=m + b" / HTTP/1.1"), cfg)
+
+
+def test_port_strings_and_listener_addresses():
+    # REMOTE_PORT and SERVER_PORT are made without int's conversion; a
+    # listener's SERVER_PORT is made once for the address object the workers
+    # pass for each of its connections
+    from gunicorn.config import Config
+    config = hp.ParserConfig(Config())
+    one, two = ("0.0.0.0", 8000), ("::", 8443)
+    ports = [0, 1, 9, 10, 99, 100, 80, 443, 8000, 65535, 99999, 999999, 1000000, -1, 2 ** 70, True]
+    for i, port in enumerate(ports):
+        for server in (one, two, one, ("0.0.0.0", 8000), ("127.0.0.1", port)):
+            parser = hp.RequestParser(config, None, ("10.0.0.%d" % i, port), server)
+            env = parser.parse(request([b"Host: a"]))
+            assert env["REMOTE_PORT"] == str(port)
+            assert (env["SERVER_NAME"], env["SERVER_PORT"]) == (server[0], str(server[1]))

@@ -34,6 +34,8 @@ cdef class ParserConfig:
     cdef object default_scheme
     cdef object script_name                   # os.environ SCRIPT_NAME at start
     cdef dict base_environ
+    cdef object server_addr                   # the last TCP listener address seen
+    cdef object server_port                   # and its port, as a str
     # the last value of each known header whose values are shared (its str)
     cdef PyObject *shared_values[64]
 

@@ -18,6 +18,7 @@ from cpython.object cimport PyObject
 from libc.stdint cimport uint64_t
 from cpython.ref cimport Py_INCREF, Py_XDECREF
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
+from cpython.long cimport PyLong_AsLongAndOverflow
 from cpython.unicode cimport PyUnicode_GET_LENGTH
 from libc.string cimport memchr, memcmp, memcpy, memset
 from libc.errno cimport errno, EINTR, EAGAIN
@@ -163,6 +164,25 @@ cdef inline str _ascii(const char *p, Py_ssize_t n):
     if n:
         memcpy(PyUnicode_DATA(s), p, n)
     return <str>s
+
+
+cdef str _port_str(port):
+    # str(port) for a port number, without int's general conversion
+    cdef long v
+    cdef char digits[8]
+    cdef int i = 8, overflow = 0
+    if type(port) is not int:
+        return str(port)
+    v = PyLong_AsLongAndOverflow(port, &overflow)
+    if overflow or v < 0 or v > 999999:
+        return str(port)
+    while True:
+        i -= 1
+        digits[i] = <char>(48 + v % 10)
+        v //= 10
+        if v == 0:
+            break
+    return _ascii(digits + i, 8 - i)
 
 
 cdef Py_ssize_t _line_end(const char *p, Py_ssize_t a, Py_ssize_t h_end):
@@ -858,10 +878,15 @@ cdef class RequestParser:
             self.remote_port_str = None
         else:
             self.remote_addr_str = peer_addr[0]
-            self.remote_port_str = str(peer_addr[1])
+            self.remote_port_str = _port_str(peer_addr[1])
         if not isinstance(server_addr, str):
+            # the workers pass the same object for each connection of a
+            # listener: its SERVER_PORT str is made once
+            if server_addr is not config.server_addr:
+                config.server_addr = server_addr
+                config.server_port = _port_str(server_addr[1])
             self.server_name = server_addr[0]
-            self.server_port = str(server_addr[1])
+            self.server_port = config.server_port
         # what every request of this connection has in common; the copy
         # keeps the table sized for a whole request (see _presized)
         base = PyDict_Copy(config.base_environ)

@@ -98,6 +98,39 @@ def test_known_names_in_any_case_and_near_misses(name):
             assert_same(request([b"Host: a", v + b": " + value]) + body, cfg)
 
 
+ALL_KNOWN = ["Host", "User-Agent", "Accept", "Accept-Language", "Accept-Encoding", "Connection",
+             "Cookie", "Referer", "Cache-Control", "Upgrade-Insecure-Requests", "Sec-Fetch-Dest",
+             "Sec-Fetch-Mode", "Sec-Fetch-Site", "Sec-Fetch-User", "Origin", "Authorization",
+             "Pragma", "If-None-Match", "If-Modified-Since", "X-Forwarded-For",
+             "X-Forwarded-Proto", "X-Real-IP", "X-Requested-With", "DNT", "Sec-CH-UA",
+             "Sec-CH-UA-Mobile", "Sec-CH-UA-Platform", "TE", "Range", "Keep-Alive"]
+
+
+def test_every_known_name_is_found():
+    # a known name's environ key is the interned constant; a name that is
+    # not found gets a key built for it (equal, but another object)
+    import sys
+    from gunicorn.config import Config
+    config = hp.ParserConfig(Config())
+    for name in ALL_KNOWN:
+        for spelled in (name, name.upper(), name.lower()):
+            parser = hp.RequestParser(config, None, ("127.0.0.1", 1), ("127.0.0.1", 2))
+            host = [] if name == "Host" else [b"Host: a"]
+            env = parser.parse(request(host + [spelled.encode() + b": v"]))
+            want = "HTTP_" + name.upper().replace("-", "_")
+            key = next(k for k in env if k == want)
+            assert key is sys.intern(want), name
+        # a name one byte longer or shorter is not that name
+        for other in (name + "x", name[:-1] + "x"):
+            if other.upper() in (n.upper() for n in ALL_KNOWN):
+                continue
+            parser = hp.RequestParser(config, None, ("127.0.0.1", 1), ("127.0.0.1", 2))
+            env = parser.parse(request([b"Host: a", other.encode() + b": v"]))
+            want = "HTTP_" + other.upper().replace("-", "_")
+            key = next(k for k in env if k == want)
+            assert key is not sys.intern(want), other
+
+
 def test_secure_scheme_headers_still_matched():
     cfg = {"secure_scheme_headers": {"X-FORWARDED-PROTO": "https", "X-SCHEME": "https"},
            "forwarded_allow_ips": "*"}
@@ -110,7 +143,8 @@ def test_secure_scheme_headers_still_matched():
 
 @pytest.mark.parametrize("tail", TAILS, ids=["alone", "pipelined", "long-tail"])
 def test_head_end_at_each_offset(tail):
-    for pad in range(0, 40):
+    # past 64: the end is found two blocks at a time, then one
+    for pad in range(0, 80):
         data = request([b"Host: a", b"X-Pad: " + b"p" * pad]) + tail
         ours = assert_same(data)
         assert ours.requests
@@ -129,7 +163,9 @@ def test_value_of_every_length_with_obs_text():
 
 # A header of low variety whose bytes are those of its last value is given
 # that value without a scan; anything else must be scanned and judged anew.
-SHARED = [b"Host", b"User-Agent", b"Accept-Encoding", b"Connection", b"Sec-Fetch-Mode", b"DNT"]
+SHARED = [b"Host", b"User-Agent", b"Accept-Encoding", b"Connection", b"Sec-Fetch-Mode", b"DNT",
+          # kept per connection
+          b"Cookie", b"Authorization"]
 
 
 def near_misses(v):
@@ -164,6 +200,26 @@ def test_shared_value_across_connections_of_one_worker():
     assert [e["HTTP_ACCEPT_ENCODING"] for e in envs] == ["gzip", "gzip", "gzip", "br", "gzip"]
     # the same bytes give the same object, which is what saves the work
     assert envs[0]["HTTP_ACCEPT_ENCODING"] is envs[1]["HTTP_ACCEPT_ENCODING"]
+
+
+def test_values_kept_per_connection_stay_with_their_connection():
+    from gunicorn.config import Config
+    config = hp.ParserConfig(Config())
+    one = hp.RequestParser(config, None, ("127.0.0.1", 1), ("127.0.0.1", 2))
+    two = hp.RequestParser(config, None, ("127.0.0.1", 3), ("127.0.0.1", 2))
+    long_value = b"k=" + b"v" * 8000
+    seen = []
+    for parser, cookie, auth in ((one, b"a=1", b"Basic x"), (two, b"a=2", b"Basic y"),
+                                 (one, b"a=1", b"Basic x"), (two, b"a=1", b"Basic x"),
+                                 (one, b"a=1 ", b"Basic  x"), (one, long_value, b"Basic x"),
+                                 (one, long_value, b"Basic x"), (one, long_value[:-1], b"")):
+        env = parser.parse(request([b"Host: a", b"Cookie: " + cookie, b"Authorization: " + auth]))
+        assert env["HTTP_COOKIE"] == cookie.strip().decode()
+        assert env["HTTP_AUTHORIZATION"] == auth.strip().decode()
+        seen.append(env["HTTP_COOKIE"])
+    # the same bytes on the same connection give the same object
+    assert seen[2] is seen[0] and seen[6] is seen[5]
+    assert seen[3] is not seen[0]
 
 
 # What one request leaves for the next on the same connection: the
@@ -201,3 +257,135 @@ def test_request_target_byte_at_each_offset(byte, tail):
             for extra in (b"", b"?q=%2F#f", b"#f?g"):
                 line = b"GET " + bytes(target) + extra + b" HTTP/1.1"
                 assert_same(request([b"Host: a"], line=line) + tail)
+
+
+# The environ of a request whose known headers are those of the request
+# before it starts as a copy of a connection's template (the base environ
+# with those headers and the values they had); a field whose value is the
+# template's object needs nothing more. Every way a request can differ from
+# that template: each is put after requests that made the template, and
+# before and after requests that use it.
+BROWSER = [b"Host: a", b"User-Agent: UA/1.0", b"Accept: */*", b"Accept-Encoding: gzip",
+           b"Cookie: s=1", b"Connection: keep-alive"]
+
+
+def template_near_misses():
+    b = BROWSER
+    return {
+        "same": b,
+        "one value differs": b[:2] + [b"Accept: text/html"] + b[3:],
+        "value trimmed differently": b[:3] + [b"Accept-Encoding:  gzip \t"] + b[4:],
+        "other cookie": b[:4] + [b"Cookie: s=2"] + b[5:],
+        "one missing": b[:2] + b[3:],
+        "last missing": b[:-1],
+        "all missing": [],
+        "known added": b + [b"Referer: /r"],
+        "unknown added": b + [b"X-Extra: 1"],
+        "reordered": b[::-1],
+        "known repeated": b + [b"Accept: text/plain"],
+        "repeated, first empty": b[:2] + [b"Accept:", b"Accept: */*"] + b[3:],
+        "cookie repeated": b + [b"Cookie: t=2"],
+        "name of a known key with '_'": b + [b"User_Agent: other"],
+        "'_' name first": [b"User_Agent: other"] + b,
+        "'_' name alone": [b"User_Agent: other"] + b[:1] + b[2:],
+        "SCRIPT_NAME": b + [b"SCRIPT_NAME: /s"],
+        "content type and length": b + [b"Content-Type: text/plain", b"Content-Length: 2"],
+        "content type only": b + [b"Content-Type: text/plain"],
+        "case of names": [h.upper() for h in b],
+        "many unknown": b + [b"X-H%d: %d" % (i, i) for i in range(70)],
+        "many, repeated across": ([b"X-H%d: %d" % (i, i) for i in range(60)] + b +
+                                  [b"Accept: a", b"X-H1: again"] + [b"X-K%d: 1" % i for i in range(10)]),
+    }
+
+
+def body_for(headers):
+    return b"ok" if any(h.startswith(b"Content-Length") for h in headers) else b""
+
+
+@pytest.mark.parametrize("cfg", [None, {"header_map": "dangerous"},
+                                 {"forwarded_allow_ips": "*", "forwarder_headers": "USER_AGENT"}],
+                         ids=["default", "dangerous", "forwarder"])
+def test_environ_template_and_near_misses(cfg):
+    cfg = dict(cfg or {}, limit_request_fields=200)
+    base = request(BROWSER)
+    for name, headers in template_near_misses().items():
+        other = request(headers) + body_for(headers)
+        for seq in ([base, base, other, base, base],
+                    [base, base, other, other, other, base],
+                    [other, other, base, base, other],
+                    [base, base, base, other, base, other, other, base]):
+            ours = assert_same(b"".join(seq), cfg)
+            assert ours.end == ("stop",) or ours.end[0] == "error", (name, ours.end)
+
+
+def test_environ_template_holds_nothing_of_an_earlier_request():
+    from gunicorn.config import Config
+    parser = hp.RequestParser(hp.ParserConfig(Config()), None, ("127.0.0.1", 1), ("127.0.0.1", 2))
+    first = request(BROWSER + [b"Authorization: secret", b"Referer: /a"])
+    for _ in range(3):
+        env = parser.parse(first)
+        assert env["HTTP_AUTHORIZATION"] == "secret" and env["HTTP_REFERER"] == "/a"
+    env = parser.parse(request(BROWSER))
+    assert "HTTP_AUTHORIZATION" not in env and "HTTP_REFERER" not in env
+    env = parser.parse(request(BROWSER[:1]))
+    assert sorted(k for k in env if k.startswith("HTTP_")) == ["HTTP_HOST"]
+    # an application changing its environ changes nothing for the next request
+    env = parser.parse(first)
+    env["HTTP_COOKIE"] = "changed"
+    env["HTTP_X_NEW"] = "1"
+    del env["HTTP_HOST"]
+    env = parser.parse(first)
+    assert env["HTTP_COOKIE"] == "s=1" and env["HTTP_HOST"] == "a" and "HTTP_X_NEW" not in env
+
+
+@pytest.mark.parametrize("peer", [("127.0.0.1", 5000), "", b"/tmp/sock"], ids=["tcp", "unix", "bytes"])
+@pytest.mark.parametrize("server", [("127.0.0.1", 8000), "unix:/tmp/sock"], ids=["tcp", "unix"])
+def test_environ_template_per_peer_and_listener(peer, server):
+    data = b"".join([request(BROWSER)] * 3 + [request(BROWSER[:1])] * 3 + [request(BROWSER)])
+    ours, reads = oracle.run_turbo(hp, [data], None, peer_addr=peer, server_addr=server)
+    theirs = oracle.run_gunicorn(reads, None, peer_addr=peer, server_addr=server)
+    assert ours == theirs, oracle.describe_difference(ours, theirs)
+    assert len(ours.requests) == 7
+
+
+def test_environ_template_dropped_and_made_again():
+    # values that change on every request make the template not pay: it is
+    # dropped for a while, then made again; every request is still right
+    def changing(i):
+        return request([h.split(b":")[0] + b": " + (b"%d" % i) * (1 + i % 3) for h in BROWSER])
+    seq = [request(BROWSER)] * 2 + [changing(i) for i in range(20)] + [request(BROWSER)] * 20
+    seq += [changing(i) for i in range(3)] + [request(BROWSER)] * 3 + [changing(i) for i in range(15)]
+    assert len(seq) <= oracle.MAX_REQUESTS
+    ours = assert_same(b"".join(seq))
+    assert len(ours.requests) == len(seq)
+
+
+def test_methods_taken_without_checks_and_near_misses():
+    # GET, POST and HEAD are taken as they are; a method one byte off from
+    # them is checked as any other
+    methods = [b"GET", b"POST", b"HEAD", b"PUT", b"OPTIONS", b"PATCH"]
+    for m in list(methods):
+        for i in range(len(m)):
+            for repl in (b"t", b"#", b"@", b"\x80", b"_"):
+                methods.append(m[:i] + repl + m[i + 1:])
+        methods += [m + b"S", m[:-1], m.lower(), b"X" + m]
+    for cfg in (None, {"permit_unconventional_http_method": True},
+                {"casefold_http_method": True, "permit_unconventional_http_method": True}):
+        for m in methods:
+            assert_same(request([b"Host: a"], line=m + b" / HTTP/1.1"), cfg)
+
+
+def test_port_strings_and_listener_addresses():
+    # REMOTE_PORT and SERVER_PORT are made without int's conversion; a
+    # listener's SERVER_PORT is made once for the address object the workers
+    # pass for each of its connections
+    from gunicorn.config import Config
+    config = hp.ParserConfig(Config())
+    one, two = ("0.0.0.0", 8000), ("::", 8443)
+    ports = [0, 1, 9, 10, 99, 100, 80, 443, 8000, 65535, 99999, 999999, 1000000, -1, 2 ** 70, True]
+    for i, port in enumerate(ports):
+        for server in (one, two, one, ("0.0.0.0", 8000), ("127.0.0.1", port)):
+            parser = hp.RequestParser(config, None, ("10.0.0.%d" % i, port), server)
+            env = parser.parse(request([b"Host: a"]))
+            assert env["REMOTE_PORT"] == str(port)
+            assert (env["SERVER_NAME"], env["SERVER_PORT"]) == (server[0], str(server[1]))

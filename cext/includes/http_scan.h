@@ -111,7 +111,19 @@ static inline ptrdiff_t tw_find_head_end(const char *p, ptrdiff_t i, ptrdiff_t l
 #if TW_HAVE_SSE2
     const __m128i cr = _mm_set1_epi8('\r');
     /* a CR with another CR two bytes on is where CR LF CR LF can start; a
-     * hit in the last lane looks at p[i + 18] */
+     * hit in the last lane looks at p[i + 18]. Two blocks at a time while
+     * neither has one (header lines are longer than 16 bytes) */
+    while (i + 35 <= limit) {
+        __m128i a0 = _mm_loadu_si128((const __m128i *)(p + i));
+        __m128i b0 = _mm_loadu_si128((const __m128i *)(p + i + 2));
+        __m128i a1 = _mm_loadu_si128((const __m128i *)(p + i + 16));
+        __m128i b1 = _mm_loadu_si128((const __m128i *)(p + i + 18));
+        __m128i h0 = _mm_and_si128(_mm_cmpeq_epi8(a0, cr), _mm_cmpeq_epi8(b0, cr));
+        __m128i h1 = _mm_and_si128(_mm_cmpeq_epi8(a1, cr), _mm_cmpeq_epi8(b1, cr));
+        if (_mm_movemask_epi8(_mm_or_si128(h0, h1)))
+            break;      /* looked at one block at a time below */
+        i += 32;
+    }
     while (i + 19 <= limit) {
         __m128i a = _mm_loadu_si128((const __m128i *)(p + i));
         __m128i b = _mm_loadu_si128((const __m128i *)(p + i + 2));

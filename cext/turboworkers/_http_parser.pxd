@@ -1,6 +1,7 @@
 # HTTP/1.1 request parser that builds the WSGI environ directly.
 
 from cpython.object cimport PyObject
+from libc.stdint cimport uint64_t
 #
 # The decisions (accept, refuse, and with which gunicorn.http.errors class and
 # message) are those of gunicorn's reference pure-Python parser for the same
@@ -33,11 +34,12 @@ cdef class ParserConfig:
     cdef object default_scheme
     cdef object script_name                   # os.environ SCRIPT_NAME at start
     cdef dict base_environ
+    cdef object server_addr                   # the last TCP listener address seen
+    cdef object server_port                   # and its port, as a str
     # the last value of each known header whose values are shared (its str)
     cdef PyObject *shared_values[64]
 
     cdef bint peer_trusted(self, object peer_addr)
-    cdef object new_shared_value(self, Py_ssize_t k, const char *v, Py_ssize_t n, bint ascii)
 
 
 cdef class Body:
@@ -130,8 +132,23 @@ cdef class RequestParser:
     cdef object server_name
     cdef object server_port
     cdef dict base_environ                    # per connection
+    # base_environ plus the header keys of an earlier request (bit k of
+    # tmpl_mask: known header k) with the values it had then (tmpl_values,
+    # borrowed from the template; allocated with the first template), or
+    # None; last_mask: the known headers of the previous request (bit 63
+    # alone: none to go by)
+    cdef dict template
+    cdef uint64_t tmpl_mask
+    cdef uint64_t last_mask
+    cdef PyObject **tmpl_values
+    cdef int tmpl_pause                       # requests still to build without a template
+    cdef int tmpl_backoff                     # the last pause
+    # the last value (its str) of each known header whose values are kept
+    # per connection, as ParserConfig.shared_values, in the order of
+    # _CONN_SLOT
+    cdef PyObject *conn_values[4]
     # the values of these keys in base_environ (set by the last request)
-    cdef object last_method, last_protocol, last_query, last_scheme, last_script_name
+    cdef object last_method, last_protocol, last_scheme, last_script_name
     # receive buffer: bytes in [pos, len(buf)) are not consumed yet
     cdef bytes buf
     cdef Py_ssize_t pos
@@ -153,6 +170,8 @@ cdef class RequestParser:
     cdef bint _finish_buffered(self) except -1
     cdef _request_line(self, const char *p, Py_ssize_t rl_end)
     cdef object _build(self, const char *p, Py_ssize_t h_start, Py_ssize_t h_end)
+    cdef dict _environ(self, dict env, PyObject **keys, PyObject **values, signed char *known,
+                       Py_ssize_t n, uint64_t mask, bint regular)
     cdef _framing(self, Request req, Body body, list framing)
     cdef _unix_server(self, dict env, host, scheme)
     cdef list _trailers(self, Py_ssize_t a, Py_ssize_t h_end)

@@ -17,6 +17,8 @@ from cpython.unicode cimport PyUnicode_DecodeLatin1
 from cpython.object cimport PyObject
 from libc.stdint cimport uint64_t
 from cpython.ref cimport Py_INCREF, Py_XDECREF
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
+from cpython.long cimport PyLong_AsLongAndOverflow
 from cpython.unicode cimport PyUnicode_GET_LENGTH
 from libc.string cimport memchr, memcmp, memcpy, memset
 from libc.errno cimport errno, EINTR, EAGAIN
@@ -67,6 +69,10 @@ DEF NAME_BUF = 64       # header names up to this long are looked up fast
 DEF RECV_SIZE = 8192
 DEF SMALL_RECV = 16384  # CoopSource: up to this much is received into _small_recv
 DEF MAX_BODY_CHUNK = 1048576
+DEF FIELDS_AT_ONCE = 64 # header fields _build records before it puts them in the environ
+DEF CONN_VALUES = 4     # known headers kept per connection, at most
+DEF TEMPLATE_PAUSE = 16         # requests without a template after one that did not pay
+DEF TEMPLATE_PAUSE_MAX = 1024
 
 DEF HEADER_MAP_REFUSE = 0
 DEF HEADER_MAP_DROP = 1
@@ -160,6 +166,25 @@ cdef inline str _ascii(const char *p, Py_ssize_t n):
     return <str>s
 
 
+cdef str _port_str(port):
+    # str(port) for a port number, without int's general conversion
+    cdef long v
+    cdef char digits[8]
+    cdef int i = 8, overflow = 0
+    if type(port) is not int:
+        return str(port)
+    v = PyLong_AsLongAndOverflow(port, &overflow)
+    if overflow or v < 0 or v > 999999:
+        return str(port)
+    while True:
+        i -= 1
+        digits[i] = <char>(48 + v % 10)
+        v //= 10
+        if v == 0:
+            break
+    return _ascii(digits + i, 8 - i)
+
+
 cdef Py_ssize_t _line_end(const char *p, Py_ssize_t a, Py_ssize_t h_end):
     """Where the line starting at a ends: its CRLF, or the end of the block."""
     cdef const char *hit
@@ -190,21 +215,28 @@ cdef list _KNOWN = []       # (UPPER-NAME bytes, kind, environ key or None, shar
 # Headers whose values vary little among the requests a worker sees (a
 # browser sends the same ones on every request, and browsers of one kind send
 # the same ones as each other): the last value of each is kept, and a request
-# with the same bytes gets the same str object instead of a new one. The
-# others (Cookie, Referer, Authorization, lengths, addresses...) differ too
-# often to gain anything.
+# with the same bytes gets the same str object instead of a new one.
+# Cookie and Authorization differ between clients but seldom between the
+# requests of one connection: their last values are kept per connection. The
+# others (Referer, lengths, addresses...) differ too often to gain anything.
 _SHARED_VALUES = frozenset((
     "HOST", "USER-AGENT", "ACCEPT", "ACCEPT-LANGUAGE", "ACCEPT-ENCODING", "CONNECTION",
     "CONTENT-TYPE", "CACHE-CONTROL", "UPGRADE-INSECURE-REQUESTS", "SEC-FETCH-DEST",
     "SEC-FETCH-MODE", "SEC-FETCH-SITE", "SEC-FETCH-USER", "ORIGIN", "PRAGMA",
     "X-FORWARDED-PROTO", "X-REQUESTED-WITH", "DNT", "SEC-CH-UA", "SEC-CH-UA-MOBILE",
     "SEC-CH-UA-PLATFORM", "TE", "KEEP-ALIVE"))
+_CONNECTION_VALUES = frozenset(("COOKIE", "AUTHORIZATION"))
+DEF SHARE_NONE = 0
+DEF SHARE_WORKER = 1        # the last value in ParserConfig.shared_values
+DEF SHARE_CONNECTION = 2    # the last value in RequestParser.conn_values
 
 def _known(name, int kind):
     key = None
     if kind not in (H_CONTENT_TYPE, H_CONTENT_LENGTH, H_SCRIPT_NAME):
         key = sys.intern("HTTP_" + name.replace("-", "_"))
-    _KNOWN.append((name.encode("ascii"), kind, key, name in _SHARED_VALUES))
+    _KNOWN.append((name.encode("ascii"), kind, key,
+                   SHARE_WORKER if name in _SHARED_VALUES else
+                   SHARE_CONNECTION if name in _CONNECTION_VALUES else SHARE_NONE))
 
 for _n, _k in (
         ("HOST", H_HOST), ("USER-AGENT", H_PLAIN), ("ACCEPT", H_PLAIN),
@@ -224,24 +256,37 @@ for _n, _k in (
         ("KEEP-ALIVE", H_PLAIN), ("SCRIPT_NAME", H_SCRIPT_NAME)):
     _known(_n, _k)
 
-# sorted by length, so a lookup only compares names of the right length
-_KNOWN.sort(key=lambda e: len(e[0]))
 cdef Py_ssize_t _NKNOWN = len(_KNOWN)
-cdef Py_ssize_t _KNOWN_FIRST[64]     # index of the first name of each length
 cdef const char *_KNOWN_NAME[64]
 cdef Py_ssize_t _KNOWN_LEN[64]
 cdef int _KNOWN_KIND[64]
 cdef PyObject *_KNOWN_KEY[64]
-cdef bint _KNOWN_SHARED[64]
+cdef unsigned char _KNOWN_SHARED[64]  # SHARE_*
+cdef Py_ssize_t _CONN_SLOT[64]       # known headers kept per connection: the index
+cdef Py_ssize_t _NCONN_KNOWN = 0     # of their RequestParser.conn_values
 cdef char _KNOWN_PADDED[64][32]     # each name, zero-padded: compared by words
+# A name's index by a hash of its length, its first 8 bytes (zero-padded)
+# and its last 8 (none below 8), with no two known names in one slot: one
+# candidate to compare
+cdef signed char _KNOWN_BY_HASH[256]
+cdef uint64_t _KNOWN_MUL = 0
+
+
+cdef inline unsigned int _known_hash(const char *name, Py_ssize_t n) noexcept nogil:
+    cdef uint64_t first, last = 0
+    memcpy(&first, name, 8)
+    if n >= 8:
+        memcpy(&last, name + n - 8, 8)
+    return <unsigned int>((((first ^ (last << 1)) + <uint64_t>n) * _KNOWN_MUL) >> 56)
 
 cdef void _init_known():
-    cdef Py_ssize_t i
+    global _NCONN_KNOWN
+    global _KNOWN_MUL
+    cdef Py_ssize_t i, tries
     cdef bytes b
-    for i in range(64):
-        _KNOWN_FIRST[i] = _NKNOWN
-    for i in range(_NKNOWN - 1, -1, -1):
-        _KNOWN_FIRST[PyBytes_GET_SIZE(_KNOWN[i][0])] = i
+    cdef uint64_t m = 0x9E3779B97F4A7C15
+    cdef unsigned int h
+    assert _NKNOWN < 127
     for i in range(_NKNOWN):
         b = _KNOWN[i][0]
         _KNOWN_NAME[i] = PyBytes_AS_STRING(b)
@@ -249,9 +294,26 @@ cdef void _init_known():
         _KNOWN_KIND[i] = _KNOWN[i][1]
         _KNOWN_KEY[i] = <PyObject *>_KNOWN[i][2]
         _KNOWN_SHARED[i] = _KNOWN[i][3]
+        if _KNOWN_SHARED[i] == SHARE_CONNECTION:
+            assert _NCONN_KNOWN < CONN_VALUES
+            _CONN_SLOT[i] = _NCONN_KNOWN
+            _NCONN_KNOWN += 1
         assert _KNOWN_LEN[i] <= 32
         memset(_KNOWN_PADDED[i], 0, 32)
         memcpy(_KNOWN_PADDED[i], _KNOWN_NAME[i], _KNOWN_LEN[i])
+    # the first odd multiplier (of a fixed sequence) that separates them
+    for tries in range(1000000):
+        _KNOWN_MUL = m | 1
+        memset(_KNOWN_BY_HASH, -1, sizeof(_KNOWN_BY_HASH))
+        for i in range(_NKNOWN):
+            h = _known_hash(_KNOWN_PADDED[i], _KNOWN_LEN[i])
+            if _KNOWN_BY_HASH[h] >= 0:
+                break
+            _KNOWN_BY_HASH[h] = <signed char>i
+        else:
+            return
+        m = m * 6364136223846793005ULL + 1442695040888963407ULL
+    raise RuntimeError("no hash separates the known header names")
 
 _init_known()
 
@@ -264,22 +326,23 @@ cdef inline Py_ssize_t _lookup_known(const char *upname, Py_ssize_t n) noexcept:
     cdef uint64_t x, y, diff
     if n > 32:
         return -1
-    for k in range(_KNOWN_FIRST[n], _NKNOWN):
-        if _KNOWN_LEN[k] != n:
-            break
-        diff = 0
-        i = 0
-        while i < n:
-            memcpy(&x, upname + i, 8)
-            memcpy(&y, _KNOWN_PADDED[k] + i, 8)
-            diff |= x ^ y
-            i += 8
-        if diff == 0:
-            return k
-    return -1
+    k = _KNOWN_BY_HASH[_known_hash(upname, n)]
+    if k < 0 or _KNOWN_LEN[k] != n:
+        return -1
+    memcpy(&x, upname, 8)
+    memcpy(&y, _KNOWN_PADDED[k], 8)
+    diff = x ^ y
+    i = 8
+    while i < n:
+        memcpy(&x, upname + i, 8)
+        memcpy(&y, _KNOWN_PADDED[k] + i, 8)
+        diff |= x ^ y
+        i += 8
+    return k if diff == 0 else -1
 
-# at most this long, a value of a header above is shared
+# at most this long, a value of a header above is shared (kept per connection)
 DEF SHARED_VALUE_MAX = 256
+DEF CONNECTION_VALUE_MAX = 8192
 
 # Request methods and protocol strings seen on nearly every request.
 cdef dict _METHODS = {m.encode(): sys.intern(m) for m in (
@@ -310,6 +373,34 @@ cdef str K_SERVER_NAME = "SERVER_NAME"
 cdef str K_SERVER_PORT = "SERVER_PORT"
 cdef str K_PATH_INFO = "PATH_INFO"
 cdef str K_SCRIPT_NAME = "SCRIPT_NAME"
+cdef str K_HTTP_SCRIPT_NAME = sys.intern("HTTP_SCRIPT_NAME")
+
+# The environ key of each known header, and whether a connection's environ
+# template may hold it (see RequestParser._build): every known header but
+# SCRIPT_NAME, whose value also changes PATH_INFO.
+# RequestParser.last_mask: no mask to compare with (no known header has
+# index 63)
+cdef uint64_t NO_MASK = (<uint64_t>1) << 63
+
+cdef PyObject *_KNOWN_ENVKEY[64]
+cdef bint _KNOWN_IN_TEMPLATE[64]
+
+cdef void _init_known_keys():
+    cdef Py_ssize_t k
+    # bit 63 of a header mask means "no mask" (RequestParser.last_mask)
+    assert _NKNOWN < 63
+    for k in range(_NKNOWN):
+        _KNOWN_IN_TEMPLATE[k] = _KNOWN_KIND[k] != H_SCRIPT_NAME
+        if _KNOWN_KIND[k] == H_CONTENT_TYPE:
+            _KNOWN_ENVKEY[k] = <PyObject *>K_CONTENT_TYPE
+        elif _KNOWN_KIND[k] == H_CONTENT_LENGTH:
+            _KNOWN_ENVKEY[k] = <PyObject *>K_CONTENT_LENGTH
+        elif _KNOWN_KIND[k] == H_SCRIPT_NAME:
+            _KNOWN_ENVKEY[k] = <PyObject *>K_HTTP_SCRIPT_NAME
+        else:
+            _KNOWN_ENVKEY[k] = _KNOWN_KEY[k]
+
+_init_known_keys()
 
 # gunicorn.http.message: fields a trailer may not carry (RFC 9110 6.5.1)
 cdef frozenset _FORBIDDEN_TRAILER = frozenset((
@@ -327,17 +418,19 @@ STOP = _Stop()
 # Objects of each per-request class made and freed in this process, for the
 # leak tests and the leak benchmark. Plain C counters, always compiled in:
 # two increments per object cost nothing measurable, and the GIL serialises
-# every constructor and destructor, so no atomics are needed.
+# every constructor and destructor, so no atomics are needed. The parser
+# counts in __cinit__ and __dealloc__; Request and Body, made for every
+# request, have no __dealloc__ and count in their tp_alloc and tp_free
+# (live_count.h), set up below their definitions.
+cdef extern from "live_count.h":
+    Py_ssize_t *_made "tw_made"
+    Py_ssize_t *_freed "tw_freed"
+    int tw_count_type(object t, int i)
+
 cdef enum:
     LIVE_PARSER = 0
     LIVE_REQUEST = 1
     LIVE_BODY = 2
-    LIVE_KINDS = 3
-
-cdef Py_ssize_t _made[LIVE_KINDS]
-cdef Py_ssize_t _freed[LIVE_KINDS]
-memset(_made, 0, sizeof(_made))
-memset(_freed, 0, sizeof(_freed))
 
 
 def live_objects():
@@ -366,11 +459,49 @@ cdef dict _presized(dict items, dict more=None):
     return d
 
 
+def _str_keyed_size():
+    full = {}
+    for i in range(ENVIRON_SIZE):
+        full["k%d" % i] = None
+    return sys.getsizeof(full)
+
+cdef Py_ssize_t _STR_KEYED_SIZE = _str_keyed_size()
+
+
+cdef dict _str_keyed(dict items):
+    """A copy of ``items`` whose table is also sized for a whole environ, but
+    grown key by key, as a dict of str keys grows (past the items with
+    stand-in keys, removed at the end).
+
+    Since CPython 3.11 such a table holds str keys only: a third smaller
+    than the general one _PyDict_NewPresized makes, so that a copy of it,
+    one per request, stays within what malloc keeps at hand. Adding a key
+    to it costs more, though: only a dict whose copies get few keys added
+    is worth making so."""
+    cdef dict d = {}
+    for k, v in items.items():
+        d[k] = v
+    stand_ins = []
+    while sys.getsizeof(d) < _STR_KEYED_SIZE:
+        k = "\x00%d" % len(stand_ins)
+        stand_ins.append(k)
+        d[k] = None
+    for k in stand_ins:
+        del d[k]
+    return d
+
+
 # Keys every request sets, in the base environ with a placeholder: in the
 # copy made per request, setting one replaces a value instead of adding an
 # entry, which costs a dict less. _build sets every one of them.
 cdef dict _PER_REQUEST = dict.fromkeys((K_METHOD, K_QUERY, K_RAW_URI, K_PROTOCOL, K_INPUT,
                                         K_SCHEME, K_PATH_INFO, K_SCRIPT_NAME))
+# (but for a request without a query, QUERY_STRING is left as it is)
+_PER_REQUEST[K_QUERY] = _EMPTY
+# and the keys a connection sets (REMOTE_PORT is removed again for a peer
+# that has no port; SERVER_* of a unix socket listener are set per request)
+_PER_REQUEST.update(dict.fromkeys((K_SOCKET, K_REMOTE_ADDR, K_REMOTE_PORT, K_SERVER_NAME,
+                                   K_SERVER_PORT)))
 
 
 def supports_config(cfg):
@@ -463,17 +594,6 @@ cdef class ParserConfig:
             Py_XDECREF(self.shared_values[k])
             self.shared_values[k] = NULL
 
-    cdef inline object new_shared_value(self, Py_ssize_t k, const char *v, Py_ssize_t n, bint ascii):
-        # The str of v[:n], kept as known header k's last value. A str made
-        # from bytes, as here, holds them one per character: _build compares
-        # its data with the next request's bytes directly.
-        cdef PyObject *last = self.shared_values[k]
-        value = _ascii(v, n) if ascii else _latin1(v, n)
-        Py_INCREF(value)
-        self.shared_values[k] = <PyObject *>value
-        Py_XDECREF(last)
-        return value
-
     def renew_error_stream(self):
         """gunicorn builds wsgi.errors per request from the log handlers'
         streams; this one is built once, so after the logs are reopened
@@ -511,12 +631,6 @@ cdef class ParserConfig:
 
 cdef class Request:
     """What gunicorn's hooks and access log expect of a request."""
-
-    def __cinit__(self):
-        _made[LIVE_REQUEST] += 1
-
-    def __dealloc__(self):
-        _freed[LIVE_REQUEST] += 1
 
     def __init__(self):
         self.proxy_protocol_info = None
@@ -737,6 +851,12 @@ cdef class RequestParser:
 
     def __dealloc__(self):
         _freed[LIVE_PARSER] += 1
+        cdef Py_ssize_t i
+        for i in range(_NCONN_KNOWN):
+            Py_XDECREF(self.conn_values[i])
+            self.conn_values[i] = NULL
+        PyMem_Free(self.tmpl_values)
+        self.tmpl_values = NULL
 
     def __init__(self, ParserConfig config, source, peer_addr, server_addr, sock=None):
         self.config = config
@@ -748,6 +868,7 @@ cdef class RequestParser:
         self.pos = 0
         self.state = ST_BEGIN
         self.trusted = config.peer_trusted(peer_addr)
+        self.last_mask = NO_MASK
         # REMOTE_* and, for TCP listeners, SERVER_* are fixed per connection.
         if isinstance(peer_addr, str):
             self.remote_addr_str = peer_addr
@@ -757,10 +878,15 @@ cdef class RequestParser:
             self.remote_port_str = None
         else:
             self.remote_addr_str = peer_addr[0]
-            self.remote_port_str = str(peer_addr[1])
+            self.remote_port_str = _port_str(peer_addr[1])
         if not isinstance(server_addr, str):
+            # the workers pass the same object for each connection of a
+            # listener: its SERVER_PORT str is made once
+            if server_addr is not config.server_addr:
+                config.server_addr = server_addr
+                config.server_port = _port_str(server_addr[1])
             self.server_name = server_addr[0]
-            self.server_port = str(server_addr[1])
+            self.server_port = config.server_port
         # what every request of this connection has in common; the copy
         # keeps the table sized for a whole request (see _presized)
         base = PyDict_Copy(config.base_environ)
@@ -768,6 +894,8 @@ cdef class RequestParser:
         base[K_REMOTE_ADDR] = self.remote_addr_str
         if self.remote_port_str is not None:
             base[K_REMOTE_PORT] = self.remote_port_str
+        else:
+            del base[K_REMOTE_PORT]
         if self.server_name is not None:
             base[K_SERVER_NAME] = self.server_name
             base[K_SERVER_PORT] = self.server_port
@@ -1036,18 +1164,8 @@ cdef class RequestParser:
         sp2 = hit - p
 
         n = sp1 - s
-        if not cfg.permit_unconventional_method:
-            for i in range(s, sp1):
-                c = <unsigned char>p[i]
-                if (97 <= c <= 122) or c == 35:
-                    raise InvalidRequestMethod(_latin1(p + s, n))
-            if n < 3 or n > 20:
-                raise InvalidRequestMethod(_latin1(p + s, n))
-        if n == 0:
-            raise InvalidRequestMethod(_EMPTY)
-        for i in range(s, sp1):
-            if not TOKEN_CHARS[<unsigned char>p[i]]:
-                raise InvalidRequestMethod(_latin1(p + s, n))
+        # GET, POST and HEAD (upper-case token characters, 3 or 4 long) pass
+        # every check of a method
         if n == 3 and memcmp(p + s, b"GET", 3) == 0:
             method = _GET
         elif n == 4 and memcmp(p + s, b"POST", 4) == 0:
@@ -1055,6 +1173,18 @@ cdef class RequestParser:
         elif n == 4 and memcmp(p + s, b"HEAD", 4) == 0:
             method = _HEAD
         else:
+            if not cfg.permit_unconventional_method:
+                for i in range(s, sp1):
+                    c = <unsigned char>p[i]
+                    if (97 <= c <= 122) or c == 35:
+                        raise InvalidRequestMethod(_latin1(p + s, n))
+                if n < 3 or n > 20:
+                    raise InvalidRequestMethod(_latin1(p + s, n))
+            if n == 0:
+                raise InvalidRequestMethod(_EMPTY)
+            for i in range(s, sp1):
+                if not TOKEN_CHARS[<unsigned char>p[i]]:
+                    raise InvalidRequestMethod(_latin1(p + s, n))
             m = _METHODS.get(PyBytes_FromStringAndSize(p + s, n)) if n <= 7 else None
             method = <str>m if m is not None else _latin1(p + s, n)
         if cfg.casefold_method:
@@ -1135,6 +1265,8 @@ cdef class RequestParser:
         cdef Py_ssize_t buf_end = PyBytes_GET_SIZE(self.buf)
         cdef Py_ssize_t known, n_last
         cdef PyObject *last
+        cdef PyObject **slot = NULL
+        cdef unsigned char share
         cdef object key, value, old
         cdef char *kp
         cdef bytes nb
@@ -1148,200 +1280,264 @@ cdef class RequestParser:
         # request for the keys below; one is set again only when it changed
         # (compared by identity: the parser hands out the same interned
         # objects for the same method, protocol, scheme and empty strings).
+        # QUERY_STRING is "" there: a query is new on nearly every request,
+        # set in the environ alone.
         cdef dict base = self.base_environ
+        cdef dict tmpl = self.template
         if req.method is not self.last_method:
             base[K_METHOD] = self.last_method = req.method
+            if tmpl is not None:
+                tmpl[K_METHOD] = req.method
         if req.protocol is not self.last_protocol:
             base[K_PROTOCOL] = self.last_protocol = req.protocol
-        if req.query is not self.last_query:
-            base[K_QUERY] = self.last_query = req.query
-        cdef dict env = PyDict_Copy(base)
-        env[K_RAW_URI] = req.uri
+            if tmpl is not None:
+                tmpl[K_PROTOCOL] = req.protocol
         host = None
         script_name = cfg.script_name
         framing = None          # [(is_te, value)] for Content-Length / Transfer-Encoding
         cdef Py_ssize_t limit_fields = cfg.limit_request_fields
         cdef Py_ssize_t limit_size = cfg.limit_request_field_size
-
-        a = h_start
-        while a < h_end:
-            if kept >= limit_fields:
-                raise LimitRequestHeaders("limit request headers fields")
-            # The name: token characters up to the colon. Its upper-case
-            # form, up to the colon, is first looked up among the known
-            # names, which are made of token characters: found there, it
-            # needs no check of its own.
-            n = tw_upper_name(p, a, buf_end, upname, NAME_BUF)
-            key = None
-            known = -1
-            if n > 0 and a + n < h_end:
-                memset(upname + n, 0, 8)
-                known = _lookup_known(upname, n)
-            if known >= 0:
-                kind = _KNOWN_KIND[known]
-                if _KNOWN_KEY[known] != NULL:
-                    key = <object>_KNOWN_KEY[known]
-                underscore = kind == H_SCRIPT_NAME
-            else:
-                kind = H_OTHER
-                und = 0
-                i = a
-                lim = a + NAME_BUF if h_end - a > NAME_BUF else h_end
-                while i < lim:
-                    u = UPNAME[<unsigned char>p[i]]
-                    if u == 0:
-                        break
-                    und |= u == 95
-                    i += 1
-                if i == lim:
-                    # a long name: only checked
-                    while i < h_end and UPNAME[<unsigned char>p[i]]:
-                        und |= p[i] == b'_'
-                        i += 1
-                underscore = und != 0
-                if i == a or i >= h_end or p[i] != b':':
-                    _bad_header_line(p, a, _line_end(p, a, h_end))
-                n = i - a
-            colon = a + n
-            # the value, up to CRLF: whole words at a time while no byte can
-            # be a control character; note the first forbidden byte
-            bad = -1
-            high = 0
-            vs = colon + 1
-            while vs < h_end and (p[vs] == b' ' or p[vs] == b'\t'):
-                vs += 1
-            value = None
-            if known >= 0 and _KNOWN_SHARED[known]:
-                # The bytes of the value this header had last, then CRLF: that
-                # value was checked and trimmed when it was first seen, so
-                # these bytes need no scan.
-                last = cfg.shared_values[known]
-                if last != NULL:
-                    n_last = PyUnicode_GET_LENGTH(<object>last)
-                    b = vs + n_last
-                    if (b <= h_end and p[b] == b'\r' and p[b + 1] == b'\n'
-                            and memcmp(PyUnicode_DATA(<object>last), p + vs, n_last) == 0):
-                        value = <object>last
-                        ve = b
-            if value is None:
-                j = vs
-                while True:
-                    # stops at the CR of the head's end at the latest
-                    j = tw_find_ctl(p, j, buf_end, &high)
-                    if j >= h_end:
-                        b = h_end
-                        break
-                    if p[j] == b'\r' and j + 1 < h_end and p[j + 1] == b'\n':
-                        b = j
-                        break
-                    if bad < 0:
-                        bad = j
-                    j += 1
-                ve = b
-                while ve > vs and (p[ve - 1] == b' ' or p[ve - 1] == b'\t'):
-                    ve -= 1
-            if b + 2 < h_end and (p[b + 2] == b' ' or p[b + 2] == b'\t'):
-                raise ObsoleteFolding(_latin1(p + a, n).upper())
-            if bad >= 0:
-                raise InvalidHeader(_latin1(p + a, n).upper())
-            if (b - a) + 2 > limit_size:
-                raise LimitRequestHeaders("limit request headers fields size")
-
-            if value is not None:
-                pass
-            elif known >= 0 and _KNOWN_SHARED[known] and ve - vs <= SHARED_VALUE_MAX:
-                value = cfg.new_shared_value(known, p + vs, ve - vs, not (high & 0x80))
-            elif not (high & 0x80):
-                value = _ascii(p + vs, ve - vs)
-            else:
-                value = _latin1(p + vs, ve - vs)
-
-            # gunicorn HeaderPolicy, in its order
-            if kind == H_HOST:
-                if seen_host:
-                    raise InvalidHeader("HOST", req=req)
-                seen_host = True
-            elif kind == H_CONTENT_TYPE:
-                if seen_ctype:
-                    raise InvalidHeader("CONTENT-TYPE", req=req)
-                seen_ctype = True
-            elif kind == H_EXPECT:
-                if (<str>value).lower() == "100-continue":
-                    if req.version >= _V11:
-                        req._expected_100_continue = True
+        # The fields go into the environ after the loop (_environ), when it is
+        # known which of them the request has: recorded here in order, each
+        # key and value holding a reference.
+        cdef dict env = None
+        # no template to use or make (the first request of a connection):
+        # the fields go into the environ as they come
+        cdef bint direct = self.template is None and self.last_mask == NO_MASK
+        if self.tmpl_pause > 0:
+            # the template did not pay lately (see _environ)
+            self.tmpl_pause -= 1
+            direct = True
+        cdef Py_ssize_t size
+        if direct:
+            env = PyDict_Copy(base)
+        cdef PyObject *op_key[FIELDS_AT_ONCE]
+        cdef PyObject *op_value[FIELDS_AT_ONCE]
+        cdef signed char op_known[FIELDS_AT_ONCE]
+        cdef Py_ssize_t nops = 0
+        cdef uint64_t mask = 0, bit
+        cdef bint regular = True
+        cdef signed char kidx
+        try:
+            a = h_start
+            while a < h_end:
+                if kept >= limit_fields:
+                    raise LimitRequestHeaders("limit request headers fields")
+                # The name: token characters up to the colon. Its upper-case
+                # form, up to the colon, is first looked up among the known
+                # names, which are made of token characters: found there, it
+                # needs no check of its own.
+                n = tw_upper_name(p, a, buf_end, upname, NAME_BUF)
+                key = None
+                known = -1
+                if n > 0 and a + n < h_end:
+                    memset(upname + n, 0, 8)
+                    known = _lookup_known(upname, n)
+                if known >= 0:
+                    kind = _KNOWN_KIND[known]
+                    if _KNOWN_KEY[known] != NULL:
+                        key = <object>_KNOWN_KEY[known]
+                    underscore = kind == H_SCRIPT_NAME
                 else:
-                    raise ExpectationFailed(value)
-            if self.trusted and (((cfg.secure_known >> known) & 1) if known >= 0 else
-                                 ((cfg.secure_lengths >> (n if n < 63 else 63)) & 1)):
-                for nb in cfg.secure_names:
-                    if _ci_equal(p + a, n, PyBytes_AS_STRING(nb), PyBytes_GET_SIZE(nb)):
-                        scheme = _HTTPS if value == cfg.secure_scheme_headers[nb.decode()] else _HTTP
-                        if scheme_set:
-                            if scheme != req.scheme:
-                                raise InvalidSchemeHeaders()
-                        else:
-                            scheme_set = True
-                            req.scheme = scheme
-                        break
-            if underscore:
-                found = False
-                if self.trusted:
-                    if cfg.forwarder_all:
-                        found = True
-                    else:
-                        for nb in cfg.forwarder_names:
-                            if _ci_equal(p + a, n, PyBytes_AS_STRING(nb), PyBytes_GET_SIZE(nb)):
-                                found = True
-                                break
-                if not found:
-                    if cfg.header_map == HEADER_MAP_DROP:
-                        a = b + 2
-                        continue
-                    elif cfg.header_map != HEADER_MAP_DANGEROUS:
-                        raise InvalidHeaderName(_latin1(p + a, n).upper())
-            kept += 1
+                    kind = H_OTHER
+                    und = 0
+                    i = a
+                    lim = a + NAME_BUF if h_end - a > NAME_BUF else h_end
+                    while i < lim:
+                        u = UPNAME[<unsigned char>p[i]]
+                        if u == 0:
+                            break
+                        und |= u == 95
+                        i += 1
+                    if i == lim:
+                        # a long name: only checked
+                        while i < h_end and UPNAME[<unsigned char>p[i]]:
+                            und |= p[i] == b'_'
+                            i += 1
+                    underscore = und != 0
+                    if i == a or i >= h_end or p[i] != b':':
+                        _bad_header_line(p, a, _line_end(p, a, h_end))
+                    n = i - a
+                colon = a + n
+                # the value, up to CRLF: whole words at a time while no byte can
+                # be a control character; note the first forbidden byte
+                bad = -1
+                high = 0
+                vs = colon + 1
+                while vs < h_end and (p[vs] == b' ' or p[vs] == b'\t'):
+                    vs += 1
+                value = None
+                share = _KNOWN_SHARED[known] if known >= 0 else SHARE_NONE
+                if share != SHARE_NONE:
+                    # The bytes of the value this header had last, then CRLF: that
+                    # value was checked and trimmed when it was first seen, so
+                    # these bytes need no scan.
+                    slot = (&cfg.shared_values[known] if share == SHARE_WORKER else
+                            &self.conn_values[_CONN_SLOT[known]])
+                    last = slot[0]
+                    if last != NULL:
+                        n_last = PyUnicode_GET_LENGTH(<object>last)
+                        b = vs + n_last
+                        if (b <= h_end and p[b] == b'\r' and p[b + 1] == b'\n'
+                                and memcmp(PyUnicode_DATA(<object>last), p + vs, n_last) == 0):
+                            value = <object>last
+                            ve = b
+                if value is None:
+                    j = vs
+                    while True:
+                        # stops at the CR of the head's end at the latest
+                        j = tw_find_ctl(p, j, buf_end, &high)
+                        if j >= h_end:
+                            b = h_end
+                            break
+                        if p[j] == b'\r' and j + 1 < h_end and p[j + 1] == b'\n':
+                            b = j
+                            break
+                        if bad < 0:
+                            bad = j
+                        j += 1
+                    ve = b
+                    while ve > vs and (p[ve - 1] == b' ' or p[ve - 1] == b'\t'):
+                        ve -= 1
+                if b + 2 < h_end and (p[b + 2] == b' ' or p[b + 2] == b'\t'):
+                    raise ObsoleteFolding(_latin1(p + a, n).upper())
+                if bad >= 0:
+                    raise InvalidHeader(_latin1(p + a, n).upper())
+                if (b - a) + 2 > limit_size:
+                    raise LimitRequestHeaders("limit request headers fields size")
 
-            # into the environ, as gunicorn.http.wsgi.create does
-            if kind == H_CONTENT_TYPE:
-                env[K_CONTENT_TYPE] = value
+                if value is not None:
+                    pass
+                elif share != SHARE_NONE and ve - vs <= (SHARED_VALUE_MAX if share == SHARE_WORKER
+                                                         else CONNECTION_VALUE_MAX):
+                    value = _new_shared_value(slot, p + vs, ve - vs, not (high & 0x80))
+                elif not (high & 0x80):
+                    value = _ascii(p + vs, ve - vs)
+                else:
+                    value = _latin1(p + vs, ve - vs)
+
+                # gunicorn HeaderPolicy, in its order
+                if kind == H_HOST:
+                    if seen_host:
+                        raise InvalidHeader("HOST", req=req)
+                    seen_host = True
+                elif kind == H_CONTENT_TYPE:
+                    if seen_ctype:
+                        raise InvalidHeader("CONTENT-TYPE", req=req)
+                    seen_ctype = True
+                elif kind == H_EXPECT:
+                    if (<str>value).lower() == "100-continue":
+                        if req.version >= _V11:
+                            req._expected_100_continue = True
+                    else:
+                        raise ExpectationFailed(value)
+                if self.trusted and (((cfg.secure_known >> known) & 1) if known >= 0 else
+                                     ((cfg.secure_lengths >> (n if n < 63 else 63)) & 1)):
+                    for nb in cfg.secure_names:
+                        if _ci_equal(p + a, n, PyBytes_AS_STRING(nb), PyBytes_GET_SIZE(nb)):
+                            scheme = _HTTPS if value == cfg.secure_scheme_headers[nb.decode()] else _HTTP
+                            if scheme_set:
+                                if scheme != req.scheme:
+                                    raise InvalidSchemeHeaders()
+                            else:
+                                scheme_set = True
+                                req.scheme = scheme
+                            break
+                if underscore:
+                    found = False
+                    if self.trusted:
+                        if cfg.forwarder_all:
+                            found = True
+                        else:
+                            for nb in cfg.forwarder_names:
+                                if _ci_equal(p + a, n, PyBytes_AS_STRING(nb), PyBytes_GET_SIZE(nb)):
+                                    found = True
+                                    break
+                    if not found:
+                        if cfg.header_map == HEADER_MAP_DROP:
+                            a = b + 2
+                            continue
+                        elif cfg.header_map != HEADER_MAP_DANGEROUS:
+                            raise InvalidHeaderName(_latin1(p + a, n).upper())
+                kept += 1
+
+                if kind == H_CONTENT_LENGTH:
+                    if framing is None:
+                        framing = []
+                    framing.append((False, value))
+                elif kind == H_HOST:
+                    host = value
+                elif kind == H_SCRIPT_NAME:
+                    script_name = value
+                elif kind == H_TRANSFER_ENCODING:
+                    if framing is None:
+                        framing = []
+                    framing.append((True, value))
+                elif kind == H_CONNECTION:
+                    if req.conn_state == CONN_NONE:
+                        # gunicorn: value.lower() == "close" / "keep-alive"
+                        req.conn_state = (CONN_CLOSE if _ci_equal(p + vs, ve - vs, "CLOSE", 5) else
+                                          CONN_KEEPALIVE if _ci_equal(p + vs, ve - vs, "KEEP-ALIVE", 10)
+                                          else CONN_OTHER)
+                kidx = -1
+                if known >= 0:
+                    key = <object>_KNOWN_ENVKEY[known]
+                    if _KNOWN_IN_TEMPLATE[known]:
+                        bit = (<uint64_t>1) << known
+                        if mask & bit:
+                            regular = False
+                        mask |= bit
+                        kidx = <signed char>known
+                    else:
+                        regular = False
+                else:
+                    # a name with '_' can make the key of a known name
+                    if underscore:
+                        regular = False
+                    key = PyUnicode_New(5 + n, 127)
+                    kp = <char *>PyUnicode_DATA(key)
+                    kp[0] = b'H'; kp[1] = b'T'; kp[2] = b'T'; kp[3] = b'P'; kp[4] = b'_'
+                    for i in range(n):
+                        c = _upper(<unsigned char>p[a + i])
+                        kp[5 + i] = b'_' if c == 45 else c
+                if direct:
+                    if kind == H_CONTENT_TYPE or kind == H_CONTENT_LENGTH:
+                        env[key] = value
+                    else:
+                        # "" is a shared object: whether the key was already there is
+                        # told by the size of the dict, not by the identity of the value
+                        size = PyDict_GET_SIZE(env)
+                        old = <object>PyDict_SetDefault(env, key, value)
+                        if PyDict_GET_SIZE(env) == size:
+                            env[key] = old + "," + value
+                    a = b + 2
+                    continue
+                if nops == FIELDS_AT_ONCE:
+                    # many fields: these go in now, the way any request's can
+                    env = self._environ(env, op_key, op_value, op_known, nops, mask, False)
+                    while nops > 0:
+                        nops -= 1
+                        Py_DECREF(op_key[nops])
+                        Py_DECREF(op_value[nops])
+                Py_INCREF(key)
+                Py_INCREF(value)
+                op_key[nops] = <PyObject *>key
+                op_value[nops] = <PyObject *>value
+                op_known[nops] = kidx
+                nops += 1
                 a = b + 2
-                continue
-            if kind == H_CONTENT_LENGTH:
-                env[K_CONTENT_LENGTH] = value
-                if framing is None:
-                    framing = []
-                framing.append((False, value))
-                a = b + 2
-                continue
-            if kind == H_HOST:
-                host = value
-            elif kind == H_SCRIPT_NAME:
-                script_name = value
-                key = "HTTP_SCRIPT_NAME"
-            elif kind == H_TRANSFER_ENCODING:
-                if framing is None:
-                    framing = []
-                framing.append((True, value))
-            elif kind == H_CONNECTION:
-                if req.conn_state == CONN_NONE:
-                    # gunicorn: value.lower() == "close" / "keep-alive"
-                    req.conn_state = (CONN_CLOSE if _ci_equal(p + vs, ve - vs, "CLOSE", 5) else
-                                      CONN_KEEPALIVE if _ci_equal(p + vs, ve - vs, "KEEP-ALIVE", 10)
-                                      else CONN_OTHER)
-            if key is None:
-                key = PyUnicode_New(5 + n, 127)
-                kp = <char *>PyUnicode_DATA(key)
-                kp[0] = b'H'; kp[1] = b'T'; kp[2] = b'T'; kp[3] = b'P'; kp[4] = b'_'
-                for i in range(n):
-                    c = _upper(<unsigned char>p[a + i])
-                    kp[5 + i] = b'_' if c == 45 else c
-            # "" is a shared object: whether the key was already there is told
-            # by the size of the dict, not by the identity of the value
-            n = PyDict_GET_SIZE(env)
-            old = <object>PyDict_SetDefault(env, key, value)
-            if PyDict_GET_SIZE(env) == n:
-                env[key] = old + "," + value
-            a = b + 2
+            if direct:
+                self.last_mask = mask if regular else NO_MASK
+            else:
+                env = self._environ(env, op_key, op_value, op_known, nops, mask, regular)
+        finally:
+            while nops > 0:
+                nops -= 1
+                Py_DECREF(op_key[nops])
+                Py_DECREF(op_value[nops])
+        env[K_RAW_URI] = req.uri
+        if PyUnicode_GET_LENGTH(req.query):
+            env[K_QUERY] = req.query
 
         # -- body framing (gunicorn Message.set_body_reader) -----------------
         cdef Body body = Body.__new__(Body)
@@ -1358,6 +1554,8 @@ cdef class RequestParser:
         # -- the rest of wsgi.create ------------------------------------------
         if req.scheme is not self.last_scheme:
             env[K_SCHEME] = base[K_SCHEME] = self.last_scheme = req.scheme
+            if self.template is not None:
+                self.template[K_SCHEME] = req.scheme
         if self.server_name is None:
             self._unix_server(env, host, req.scheme)
         if script_name:
@@ -1369,6 +1567,103 @@ cdef class RequestParser:
         env[K_PATH_INFO] = _unquote(path) if self.path_quoted else path
         if script_name is not self.last_script_name:
             env[K_SCRIPT_NAME] = base[K_SCRIPT_NAME] = self.last_script_name = script_name
+            if self.template is not None:
+                self.template[K_SCRIPT_NAME] = script_name
+        return env
+
+    cdef dict _environ(self, dict env, PyObject **keys, PyObject **values, signed char *known,
+                       Py_ssize_t n, uint64_t mask, bint regular):
+        """Put n header fields into env (None: a new environ) as wsgi.create
+        does: a repeated name joins the values with ",", Content-Type and
+        Content-Length replace. known[i] is the field's known header index
+        when the connection's template may hold it, else -1; mask has bit k
+        for each such header; regular: no header in the request repeats, and
+        none is SCRIPT_NAME or has a name with '_' (whose key could be that
+        of a known header).
+
+        A browser sends the same headers on every request of a connection,
+        most of them with the same values. For a regular request with the
+        same known headers as the previous one, the template is made: the
+        base environ with those headers' keys and values. The environ of a
+        regular request with the template's known headers then starts as a
+        copy of it, and a field whose value is the template's (the same
+        object: see _new_shared_value) needs nothing more.
+        """
+        cdef Py_ssize_t i, size, changed
+        cdef bint made = False
+        cdef signed char k
+        cdef dict tmpl
+        cdef object key, value, old
+        if env is None:
+            if regular:
+                if (self.template is None or mask != self.tmpl_mask) and mask == self.last_mask:
+                    tmpl = PyDict_Copy(self.base_environ)
+                    for i in range(n):
+                        k = known[i]
+                        if k >= 0:
+                            PyDict_SetItem(tmpl, <object>keys[i], <object>values[i])
+                    tmpl = _str_keyed(tmpl)
+                    if self.tmpl_values == NULL:
+                        self.tmpl_values = <PyObject **>PyMem_Malloc(_NKNOWN * sizeof(PyObject *))
+                        if self.tmpl_values == NULL:
+                            raise MemoryError()
+                    for i in range(n):
+                        k = known[i]
+                        if k >= 0:
+                            self.tmpl_values[k] = values[i]
+                    self.template = tmpl
+                    self.tmpl_mask = mask
+                    made = True
+                self.last_mask = mask
+                if self.template is not None and mask == self.tmpl_mask:
+                    env = PyDict_Copy(self.template)
+                    changed = 0
+                    for i in range(n):
+                        k = known[i]
+                        if k >= 0:
+                            # the template's key: replaced unless the same
+                            if values[i] != self.tmpl_values[k]:
+                                PyDict_SetItem(env, <object>keys[i], <object>values[i])
+                                changed += 1
+                        else:
+                            # a key the template cannot hold
+                            key = <object>keys[i]
+                            value = <object>values[i]
+                            size = PyDict_GET_SIZE(env)
+                            old = <object>PyDict_SetDefault(env, key, value)
+                            if PyDict_GET_SIZE(env) == size:
+                                env[key] = old + "," + value
+                    if made:
+                        pass
+                    elif changed * 2 > PyDict_GET_SIZE(self.template) - PyDict_GET_SIZE(self.base_environ):
+                        # Most values differ from the template's (a client
+                        # whose values change on every request): replacing
+                        # one costs as much as adding it, and the larger copy
+                        # costs more. Made again after a pause that doubles
+                        # each time this happens again.
+                        self.template = None
+                        self.tmpl_backoff = (TEMPLATE_PAUSE if self.tmpl_backoff == 0 else
+                                             min(self.tmpl_backoff * 2, TEMPLATE_PAUSE_MAX))
+                        self.tmpl_pause = self.tmpl_backoff
+                    else:
+                        self.tmpl_backoff = 0
+                    return env
+            else:
+                self.last_mask = NO_MASK
+            env = PyDict_Copy(self.base_environ)
+        for i in range(n):
+            key = <object>keys[i]
+            value = <object>values[i]
+            k = known[i]
+            if k >= 0 and (_KNOWN_KIND[k] == H_CONTENT_TYPE or _KNOWN_KIND[k] == H_CONTENT_LENGTH):
+                env[key] = value
+                continue
+            # "" is a shared object: whether the key was already there is told
+            # by the size of the dict, not by the identity of the value
+            size = PyDict_GET_SIZE(env)
+            old = <object>PyDict_SetDefault(env, key, value)
+            if PyDict_GET_SIZE(env) == size:
+                env[key] = old + "," + value
         return env
 
     cdef _framing(self, Request req, Body body, list framing):
@@ -1496,6 +1791,18 @@ cdef class RequestParser:
         return out
 
 
+cdef inline object _new_shared_value(PyObject **slot, const char *v, Py_ssize_t n, bint ascii):
+    # The str of v[:n], kept in *slot as a known header's last value. A str
+    # made from bytes, as here, holds them one per character: _build compares
+    # its data with the next request's bytes directly.
+    cdef PyObject *last = slot[0]
+    value = _ascii(v, n) if ascii else _latin1(v, n)
+    Py_INCREF(value)
+    slot[0] = <PyObject *>value
+    Py_XDECREF(last)
+    return value
+
+
 cdef str _unquote(str path):
     # urllib.parse.unquote_to_bytes(path).decode("latin-1"), for a path that
     # holds printable ASCII only (the request line was checked).
@@ -1523,12 +1830,6 @@ cdef str _unquote(str path):
 
 cdef class Body:
     """wsgi.input: reads the request body as gunicorn's Body does."""
-
-    def __cinit__(self):
-        _made[LIVE_BODY] += 1
-
-    def __dealloc__(self):
-        _freed[LIVE_BODY] += 1
 
     def __iter__(self):
         return self
@@ -1871,3 +2172,7 @@ cdef Py_ssize_t _getsize(size) except? -1:
     if size < 0 or size > sys.maxsize:
         return sys.maxsize
     return size
+
+
+if tw_count_type(Request, LIVE_REQUEST) < 0 or tw_count_type(Body, LIVE_BODY) < 0:
+    raise RuntimeError("cannot count Request and Body objects")

@@ -200,7 +200,37 @@ class Case:
         return "Case(%r)" % self.__dict__
 
 
-def make(impl, sock, case):
+# What a Response answered before reuse() makes it the next request's: the
+# state each one leaves behind (a status, headers, a chunked body, bytes
+# sent, a forced close, an upgrade, HTTP/1.0, HEAD) must all be gone.
+PREVIOUS = {
+    "chunked": Case([("hints", [("Link", "</a.css>; rel=preload")]),
+                     ("start", "200 OK", [("X-Prev", "1")]), ("write", b"abc"),
+                     ("write", b"de"), ("close",)]),
+    "head-10-close": Case([("start", "304 Not Modified", [("Content-Length", "7")]),
+                           ("list", [b"ignored"])],
+                          version=(1, 0), method="HEAD", req_close=True, force_close=True),
+    "upgrade": Case([("start", "101 Switching Protocols",
+                      [("Upgrade", "websocket"), ("Connection", "Upgrade")]),
+                     ("list", [b"x"])]),
+}
+
+
+def make(impl, sock, case, previous=None):
+    if impl == "reused":
+        # the connection's Response: made for another request, which it
+        # answered, then reused for this one
+        resp = Response(sock, previous.version, previous.method, previous.req_close,
+                        cfg_sendfile=case.sendfile, is_ssl=case.is_ssl, uwsgi=case.uwsgi)
+        hints = resp.send_early_hints
+        if previous.force_close:
+            resp.force_close()
+        for s in previous.steps:
+            step(impl, resp, hints, *s)
+        resp.reuse(case.version, case.method, case.req_close)
+        if case.force_close:
+            resp.force_close()
+        return resp, hints
     if impl == "gunicorn":
         req = Req(case.version, case.method, case.req_close)
         cfg = Cfg(case.sendfile, case.is_ssl, "uwsgi" if case.uwsgi else "http")
@@ -256,7 +286,11 @@ def state(resp):
     return st_
 
 
-def run(impl, case, kind):
+def run(impl, case, kind, previous=None):
+    skip = 0
+    if previous is not None:
+        # the bytes of the previous response, to be left out
+        skip = len(run("ours", previous, kind)["bytes"])
     handler = Warnings()
     logger = logging.getLogger("gunicorn.http.wsgi")
     logger.addHandler(handler)
@@ -264,7 +298,8 @@ def run(impl, case, kind):
     step.files = []
     try:
         with transport(kind) as (sock, out):
-            resp, hints = make(impl, sock, case)
+            resp, hints = make(impl, sock, case, previous)
+            handler.messages.clear()
             try:
                 for s in case.steps:
                     step(impl, resp, hints, *s)
@@ -278,7 +313,7 @@ def run(impl, case, kind):
     finally:
         logger.removeHandler(handler)
     return {
-        "bytes": blank_date(out),
+        "bytes": blank_date(out)[skip:],
         "exc": exc_key(exc),
         "state": st_,
         "warnings": handler.messages,
@@ -286,11 +321,17 @@ def run(impl, case, kind):
     }
 
 
-def compare(case, kind="mock"):
+def compare(case, kind="mock", previous=None):
+    """gunicorn's Response and ours (made anew, or with ``previous`` the
+    name of a PREVIOUS case, reused after answering it) answer the same."""
     theirs = run("gunicorn", case, kind)
-    ours = run("ours", case, kind)
+    if previous is None:
+        ours = run("ours", case, kind)
+    else:
+        ours = run("reused", case, kind, PREVIOUS[previous])
     for key in theirs:
-        assert ours[key] == theirs[key], "%s differs for %r over %s" % (key, case, kind)
+        assert ours[key] == theirs[key], "%s differs for %r over %s (previous: %s)" % (
+            key, case, kind, previous)
     return ours
 
 
@@ -367,6 +408,36 @@ def test_table_socketpair(status, method, version):
         if case.req_close and case.force_close:
             continue
         compare(case, "pair")
+
+
+@pytest.mark.parametrize("version", [(1, 0), (1, 1)], ids=["1.0", "1.1"])
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+@pytest.mark.parametrize("status", ["200 OK", "204 No Content", "101 Switching Protocols"])
+@pytest.mark.parametrize("previous", sorted(PREVIOUS))
+def test_table_reused(status, method, version, previous):
+    """Response.reuse(): a Response that answered another request of the
+    connection answers this one as a new one would."""
+    for case in table_cases(status, method, version):
+        compare(case, "mock", previous)
+        if not (case.req_close and case.force_close):
+            compare(case, "pair", previous)
+
+
+def test_reuse_keeps_the_socket_and_options():
+    sock = MockSock()
+    resp = Response(sock, (1, 1), "GET", False, cfg_sendfile=False, uwsgi=True)
+    resp.start_response("200 OK", [])
+    resp.write_list([b"a"])
+    resp.reuse((1, 0), "HEAD", True)
+    assert resp.sock is sock
+    assert (resp.request_version, resp.method, resp.status, resp.headers) == (
+        (1, 0), "HEAD", None, [])
+    assert not resp.headers_sent and resp.sent == 0
+    resp.reuse((1, 1), "GET", False)
+    resp.start_response("200 OK", [])
+    resp.write(b"abc")
+    # uwsgi: never chunked, whatever the request
+    assert not resp.chunked
 
 
 @pytest.mark.parametrize("kind", ["gevent", "gevent-direct"])

@@ -416,8 +416,28 @@ cdef class Response:
 
     def __init__(self, sock, version, method, bint req_should_close,
                  cfg_sendfile=True, is_ssl=False, uwsgi=False):
-        cdef object v0, v1
         self.sock = sock
+        self._can_sendfile = cfg_sendfile is not False
+        self._is_ssl = bool(is_ssl)
+        self._uwsgi = bool(uwsgi)
+        self._plain = not self._is_ssl and (
+            (_PLAIN_SOCKET is not None and type(sock) is _PLAIN_SOCKET)
+            or type(sock) in _DIRECT_SOCKETS)
+        self._begin(version, method, req_should_close)
+
+    def reuse(self, version, method, bint req_should_close):
+        """Become the response to the next request of the same connection,
+        as if made anew with these arguments and the same socket and options.
+
+        For a worker that knows nothing outside the request can still hold
+        this object or its bound methods (``start_response``,
+        ``send_early_hints``): those are then made once per connection.
+        """
+        self._begin(version, method, req_should_close)
+
+    cdef int _begin(self, version, method, bint req_should_close) except -1:
+        # everything that belongs to one request
+        cdef object v0, v1
         self.request_version = version
         self.method = method
         self.status = None
@@ -429,12 +449,6 @@ cdef class Response:
         self.sent = 0
         self._req_should_close = req_should_close
         self._is_head = method == "HEAD"
-        self._can_sendfile = cfg_sendfile is not False
-        self._is_ssl = bool(is_ssl)
-        self._uwsgi = bool(uwsgi)
-        self._plain = not self._is_ssl and (
-            (_PLAIN_SOCKET is not None and type(sock) is _PLAIN_SOCKET)
-            or type(sock) in _DIRECT_SOCKETS)
         self._response_length = None
         self._has_rlen = False
         self._rlen = 0
@@ -456,6 +470,7 @@ cdef class Response:
         else:
             self._ver_le_10 = version <= (1, 0)
             self._ver_lt_11 = version < (1, 1)
+        return 0
 
     # -- attributes gunicorn's Response has
 

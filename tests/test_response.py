@@ -9,6 +9,7 @@ socketpair or TCP loopback: ours takes the sendmsg/sendfile path).
 """
 import contextlib
 import email.utils
+import errno
 import io
 import itertools
 import logging
@@ -95,14 +96,32 @@ def direct_gevent_socket_class():
 
         _response.register_socket_class(Counting)
         _DIRECT_CLASS.append(Counting)
+
+        class Inner(Counting):
+            # registered as the gevent worker registers gevent's class: the
+            # descriptor read from its inner socket; fileno() counted, to
+            # show it is not called
+            filenos = 0
+
+            def fileno(self):
+                type(self).filenos += 1
+                return super().fileno()
+
+        _response.register_socket_class(Inner, inner="_sock")
+        _DIRECT_CLASS.append(Inner)
     return _DIRECT_CLASS[0]
+
+
+def inner_gevent_socket_class():
+    direct_gevent_socket_class()
+    return _DIRECT_CLASS[1]
 
 
 @contextlib.contextmanager
 def real_socket(kind):
     """Yield (writer socket, bytearray that holds all the peer read once the
     block is left); a thread drains the peer so no write can block for good."""
-    if kind in ("pair", "gevent", "gevent-direct"):
+    if kind in ("pair", "gevent", "gevent-direct", "gevent-inner"):
         w, r = socket.socketpair()
         if kind == "gevent":
             # a socket-like that is not a stdlib socket: ours must stay on
@@ -112,6 +131,9 @@ def real_socket(kind):
         elif kind == "gevent-direct":
             # a gevent socket of a class registered for direct writes
             w = direct_gevent_socket_class()(fileno=w.detach())
+        elif kind == "gevent-inner":
+            # the same, its descriptor read from its inner socket
+            w = inner_gevent_socket_class()(fileno=w.detach())
     else:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as lst:
             lst.bind(("127.0.0.1", 0))
@@ -440,10 +462,36 @@ def test_reuse_keeps_the_socket_and_options():
     assert not resp.chunked
 
 
-@pytest.mark.parametrize("kind", ["gevent", "gevent-direct"])
+@pytest.mark.parametrize("kind", ["gevent", "gevent-direct", "gevent-inner"])
 def test_table_gevent_socket(kind):
     for case in table_cases("200 OK", "GET", (1, 1)):
         compare(case, kind)
+
+
+def test_inner_socket_descriptor():
+    """A class registered with ``inner``: written through the inner
+    socket's descriptor without a call of its own fileno(); once closed
+    (gevent puts a stand-in whose fileno() is -1 in place of the inner
+    socket), a write fails with EBADF, never reaching a descriptor number
+    reused since."""
+    cls = inner_gevent_socket_class()
+    case = Case([("start", "200 OK", [("Content-Length", "5")]), ("list", [b"hello"])])
+    before = cls.filenos
+    assert run("ours", case, "gevent-inner") == run("gunicorn", case, "gevent")
+    assert cls.filenos == before
+    w, r = socket.socketpair()
+    g = cls(fileno=w.detach())
+    resp = Response(g, (1, 1), "GET", False)
+    g.close()
+    spare = socket.socket()     # likely takes the descriptor number just freed
+    try:
+        resp.start_response("200 OK", [("Content-Length", "5")])
+        with pytest.raises(OSError) as info:
+            resp.write_list([b"hello"])
+        assert info.value.errno == errno.EBADF
+    finally:
+        spare.close()
+        r.close()
 
 
 def test_registered_socket_class_is_written_with_sendmsg_first():

@@ -586,7 +586,7 @@ class GeventMutexWorker(GeventWorker):
         if self.http.accelerated:
             # gevent's sockets are non-blocking underneath: responses go out
             # with one sendmsg, gevent's sendall only for what did not fit
-            _ext.response.register_socket_class(gevent.socket.socket)
+            _ext.response.register_socket_class(gevent.socket.socket, inner="_sock")
         self._h2 = "h2" in (getattr(self.cfg, "http_protocols", None) or ())
         self._gunicorn_http = not self.http.accelerated or self._h2
         if self.http.accelerated and self._h2:

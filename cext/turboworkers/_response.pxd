@@ -36,6 +36,7 @@ cdef class Response:
     cdef bint _is_ssl
     cdef bint _uwsgi
     cdef bint _plain                    # a stdlib socket, not SSL: sendmsg through its fd
+    cdef object _inner                  # None, or the attribute holding the socket whose fd it is
     cdef bint _ver_le_10                # version <= (1, 0)
     cdef bint _ver_lt_11                # version < (1, 1)
     cdef int _vmajor                    # single digits, or -1: render through Python

@@ -148,15 +148,28 @@ cdef object _PLAIN_SOCKET = _find_plain_socket()
 # waits in the event loop) for what did not fit. Their sendall alone costs a
 # getsockopt system call and several Python calls per response.
 cdef object _DIRECT_SOCKETS = frozenset()
+# class -> the attribute holding the socket whose fileno() the class's own
+# fileno() returns (gevent's ``_sock``)
+cdef dict _INNER_SOCKETS = {}
 
 
-def register_socket_class(cls):
+def register_socket_class(cls, inner=None):
     """Write responses on sockets of ``cls`` (not TLS) with a non-blocking
     sendmsg, and through ``cls.sendall`` only for what the kernel did not
     take at once. ``cls`` must wrap a descriptor that is non-blocking at the
-    OS level, as gevent's sockets do."""
+    OS level, as gevent's sockets do.
+
+    ``inner``: the name of the attribute holding the wrapped socket when
+    ``cls.fileno()`` only returns that one's ``fileno()`` (gevent's
+    ``_sock``, which a closed gevent socket replaces by a stand-in whose
+    fileno() is -1); the descriptor is then read from it directly, without
+    the Python frame of ``cls.fileno``."""
     global _DIRECT_SOCKETS
     _DIRECT_SOCKETS = _DIRECT_SOCKETS | {cls}
+    if inner is not None:
+        _INNER_SOCKETS[cls] = inner
+    else:
+        _INNER_SOCKETS.pop(cls, None)
 
 
 # ---------------------------------------------------------------- Date cache
@@ -423,6 +436,7 @@ cdef class Response:
         self._plain = not self._is_ssl and (
             (_PLAIN_SOCKET is not None and type(sock) is _PLAIN_SOCKET)
             or type(sock) in _DIRECT_SOCKETS)
+        self._inner = _INNER_SOCKETS.get(type(sock)) if self._plain else None
         self._begin(version, method, req_should_close)
 
     def reuse(self, version, method, bint req_should_close):
@@ -761,7 +775,10 @@ cdef class Response:
         memset(&msg, 0, sizeof(msg))
         # fileno() each time, not cached: a socket closed meanwhile must fail
         # with EBADF, never write into a descriptor number reused since.
-        fd = self.sock.fileno()
+        if self._inner is None:
+            fd = self.sock.fileno()
+        else:
+            fd = getattr(self.sock, self._inner).fileno()
         while True:
             while i < n and segs[i].len <= off:
                 i += 1

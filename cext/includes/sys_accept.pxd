@@ -63,6 +63,7 @@ cdef extern from "<fcntl.h>" nogil:
 
     int fcntl(int fd, int cmd, ...)
 
+    enum: F_GETLK
     enum: F_SETLK
     enum: F_SETLKW
     enum: F_WRLCK

@@ -18,6 +18,7 @@ cdef class FileLock:
     cdef readonly bint held
 
     cdef int _op(self, int cmd, short kind) noexcept nogil
+    cdef int _held_elsewhere(self) noexcept nogil
 
 
 cdef class Epoll:
@@ -45,6 +46,10 @@ cdef class AcceptRound:
     cdef readonly bint holding                # this worker's turn at the mutex
     cdef int turn                             # accepts per turn at the mutex
     cdef int turn_left
+    # fcntl: the last turn ended full; before asking for the lock again, let
+    # one of the workers woken by its release take it (see _let_waiter_in)
+    cdef bint yield_due
+    cdef double yield_max                     # seconds, at most
     cdef int *fds
     cdef int *lfds
     cdef sockaddr_storage *addrs
@@ -53,3 +58,4 @@ cdef class AcceptRound:
     cdef void _notify(self) noexcept nogil
     cdef int _take(self, timespec *ts) noexcept nogil
     cdef int _give_back(self) noexcept nogil
+    cdef void _let_waiter_in(self) noexcept nogil

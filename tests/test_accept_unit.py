@@ -1071,6 +1071,54 @@ def test_file_lock_held_elsewhere(lock_path):
 
 
 @needs_cython
+def test_file_lock_says_who_waits_for_it(lock_path):
+    """A process blocked in acquire(True) is seen by the holder
+    (waited_for), for the time of its wait only; a killed waiter is not."""
+    fd = os.open(lock_path, os.O_RDWR | os.O_CLOEXEC)
+    lock = _accept.FileLock(fd)
+    try:
+        assert lock.acquire(False) and lock.waited_for() is False
+
+        def child(w):
+            mine = _accept.FileLock(os.open(lock_path, os.O_RDWR))
+            os.write(w, b"waiting")
+            mine.acquire(True)
+            os.write(w, b"got")
+            time.sleep(0.3)
+            mine.release()
+
+        pid, r = fork_child(child)
+        try:
+            assert read_msg(r) == b"waiting"
+            wait_until(lock.waited_for, "the waiter seen")
+            lock.release()
+            assert read_msg(r) == b"got"
+            assert lock.waited_for() is False and lock.held_elsewhere() is True
+            assert exit_code(reap(pid)) == 0
+        finally:
+            os.close(r)
+        assert lock.acquire(False)
+
+        def killed(w):
+            mine = _accept.FileLock(os.open(lock_path, os.O_RDWR))
+            os.write(w, b"waiting")
+            mine.acquire(True)
+
+        pid, r = fork_child(killed)
+        try:
+            assert read_msg(r) == b"waiting"
+            wait_until(lock.waited_for, "the waiter seen")
+            os.kill(pid, signal.SIGKILL)
+            reap(pid)
+            assert lock.waited_for() is False
+        finally:
+            os.close(r)
+        lock.release()
+    finally:
+        os.close(fd)
+
+
+@needs_cython
 def test_accept_round_lets_a_waiting_worker_have_the_fcntl_lock_after_a_full_turn(
         round_parts, lock_path):
     """The release of an fcntl lock wakes its waiters, and whoever runs first

@@ -66,6 +66,7 @@ cdef extern from "<fcntl.h>" nogil:
     enum: F_GETLK
     enum: F_SETLK
     enum: F_SETLKW
+    enum: F_RDLCK
     enum: F_WRLCK
     enum: F_UNLCK
     enum: SEEK_SET

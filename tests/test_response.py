@@ -450,8 +450,10 @@ def test_reuse_keeps_the_socket_and_options():
     resp = Response(sock, (1, 1), "GET", False, cfg_sendfile=False, uwsgi=True)
     resp.start_response("200 OK", [])
     resp.write_list([b"a"])
+    headers = resp.headers
     resp.reuse((1, 0), "HEAD", True)
     assert resp.sock is sock
+    assert resp.headers is headers      # emptied, not made anew
     assert (resp.request_version, resp.method, resp.status, resp.headers) == (
         (1, 0), "HEAD", None, [])
     assert not resp.headers_sent and resp.sent == 0

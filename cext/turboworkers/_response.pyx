@@ -437,6 +437,7 @@ cdef class Response:
             (_PLAIN_SOCKET is not None and type(sock) is _PLAIN_SOCKET)
             or type(sock) in _DIRECT_SOCKETS)
         self._inner = _INNER_SOCKETS.get(type(sock)) if self._plain else None
+        self.headers = []
         self._begin(version, method, req_should_close)
 
     def reuse(self, version, method, bint req_should_close):
@@ -445,17 +446,22 @@ cdef class Response:
 
         For a worker that knows nothing outside the request can still hold
         this object or its bound methods (``start_response``,
-        ``send_early_hints``): those are then made once per connection.
+        ``send_early_hints``): those are then made once per connection, and
+        the ``headers`` list is emptied rather than made anew.
         """
+        if self.headers is None:
+            self.headers = []
+        else:
+            del self.headers[:]
         self._begin(version, method, req_should_close)
 
     cdef int _begin(self, version, method, bint req_should_close) except -1:
-        # everything that belongs to one request
+        # everything that belongs to one request (but the headers list, made
+        # by __init__, emptied by reuse)
         cdef object v0, v1
         self.request_version = version
         self.method = method
         self.status = None
-        self.headers = []
         self.headers_sent = False
         self.chunked = False
         self.must_close = False

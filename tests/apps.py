@@ -117,6 +117,21 @@ def digest(environ, start_response):
     return _json_response(start_response, {"length": total, "sha256": h.hexdigest()})
 
 
+_responders = []
+
+
+def responder(environ, start_response):
+    """The id of what answers (the object ``start_response`` is bound to,
+    else the callable itself) and of ``wsgi.early_hints``'s; the last few
+    are kept alive, so an object made anew never has the id of one before."""
+    owner = getattr(start_response, "__self__", start_response)
+    hints = environ.get("wsgi.early_hints")
+    hints_owner = getattr(hints, "__self__", hints)
+    _responders.append((owner, hints_owner))
+    del _responders[:-16]
+    return _json_response(start_response, {"responder": id(owner), "hints": id(hints_owner)})
+
+
 def worker_pid(environ, start_response):
     """Which worker answered: ``X-Worker-Pid`` header and the pid as the body."""
     body = str(os.getpid()).encode("ascii")
@@ -486,6 +501,7 @@ ROUTES = {
     "read_n": echo_read_n,
     "digest": digest,
     "pid": worker_pid,
+    "responder": responder,
     "stream": stream,
     "write": write_callable,
     "status": status,

@@ -1047,6 +1047,130 @@ def test_accept_round_takes_no_more_than_the_rest_of_its_turn(round_parts, semap
 
 
 @needs_cython
+def test_file_lock_held_elsewhere(lock_path):
+    fd = os.open(lock_path, os.O_RDWR | os.O_CLOEXEC)
+    lock = _accept.FileLock(fd)
+    try:
+        assert lock.held_elsewhere() is False
+        assert lock.acquire(False)
+        assert lock.held_elsewhere() is False       # held here, not elsewhere
+
+        def child(w):
+            mine = _accept.FileLock(os.open(lock_path, os.O_RDWR))
+            os.write(w, b"held" if mine.held_elsewhere() else b"free")
+
+        pid, r = fork_child(child)
+        try:
+            assert read_msg(r) == b"held"
+            assert exit_code(reap(pid)) == 0
+        finally:
+            os.close(r)
+        lock.release()
+    finally:
+        os.close(fd)
+
+
+@needs_cython
+def test_file_lock_says_who_waits_for_it(lock_path):
+    """A process blocked in acquire(True) is seen by the holder
+    (waited_for), for the time of its wait only; a killed waiter is not."""
+    fd = os.open(lock_path, os.O_RDWR | os.O_CLOEXEC)
+    lock = _accept.FileLock(fd)
+    try:
+        assert lock.acquire(False) and lock.waited_for() is False
+
+        def child(w):
+            mine = _accept.FileLock(os.open(lock_path, os.O_RDWR))
+            os.write(w, b"waiting")
+            mine.acquire(True)
+            os.write(w, b"got")
+            time.sleep(0.3)
+            mine.release()
+
+        pid, r = fork_child(child)
+        try:
+            assert read_msg(r) == b"waiting"
+            wait_until(lock.waited_for, "the waiter seen")
+            lock.release()
+            assert read_msg(r) == b"got"
+            assert lock.waited_for() is False and lock.held_elsewhere() is True
+            assert exit_code(reap(pid)) == 0
+        finally:
+            os.close(r)
+        assert lock.acquire(False)
+
+        def killed(w):
+            mine = _accept.FileLock(os.open(lock_path, os.O_RDWR))
+            os.write(w, b"waiting")
+            mine.acquire(True)
+
+        pid, r = fork_child(killed)
+        try:
+            assert read_msg(r) == b"waiting"
+            wait_until(lock.waited_for, "the waiter seen")
+            os.kill(pid, signal.SIGKILL)
+            reap(pid)
+            assert lock.waited_for() is False
+        finally:
+            os.close(r)
+        lock.release()
+    finally:
+        os.close(fd)
+
+
+@needs_cython
+def test_accept_round_lets_a_waiting_worker_have_the_fcntl_lock_after_a_full_turn(
+        round_parts, lock_path):
+    """The release of an fcntl lock wakes its waiters, and whoever runs first
+    takes it: a releaser asking again at once would get it straight back.
+    After a full turn the round waits until another process holds the lock
+    (here ``yield_max`` is long, so the order is certain) before it asks again:
+    the other worker's turn comes first."""
+    listener, ep, efd, clients = round_parts
+    fd = os.open(lock_path, os.O_RDWR | os.O_CLOEXEC)
+    lock = _accept.FileLock(fd)
+    rnd = _accept.AcceptRound(ep, efd, 16, 2, None, lock, 0.02, -1, 30.0)
+    try:
+        _connect(listener, clients, 3)
+        wait_until(lambda: ep.wait(0), "connections in the backlog")
+        got, err, fatal, busy = rnd.round(1, WAIT)
+        assert len(got) == 1 and rnd.holding          # a turn is two accepts
+        _close_accepted(got)
+        rnd.pending = 0
+
+        # a worker that waits for the lock meanwhile; it holds it a moment
+        # and says when it got it
+        def child(w):
+            mine = _accept.FileLock(os.open(lock_path, os.O_RDWR))
+            os.write(w, b"waiting")
+            mine.acquire(True)
+            os.write(w, b"got")
+            time.sleep(0.2)
+            mine.release()
+
+        pid, r = fork_child(child)
+        try:
+            assert read_msg(r) == b"waiting"
+            time.sleep(0.1)         # the child is in F_SETLKW by now
+            got, err, fatal, busy = rnd.round(1, WAIT)
+            assert len(got) == 1 and not rnd.holding      # the turn is over
+            _close_accepted(got)
+            rnd.pending = 0
+            got, err, fatal, busy = rnd.round(16, WAIT)
+            # the third connection, accepted once the child had its turn
+            assert len(got) == 1 and (err, fatal, busy) == (0, 0, False)
+            assert select.select([r], [], [], 0)[0], "the round took the lock before the waiter"
+            assert read_msg(r) == b"got"
+            _close_accepted(got)
+            assert exit_code(reap(pid)) == 0
+        finally:
+            os.close(r)
+    finally:
+        rnd.give_back()
+        os.close(fd)
+
+
+@needs_cython
 def test_accept_round_idle_holder_lets_the_semaphore_go(round_parts, semaphore):
     _, ep, efd, _ = round_parts
     rnd = _accept.AcceptRound(ep, efd, 16, 16, semaphore)

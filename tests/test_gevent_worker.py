@@ -756,6 +756,79 @@ def test_hooks_and_access_log(gunicorn_server, tmp_path):
     assert all(line.startswith(prefix) for line, prefix in zip(lines, expected_access)), lines
 
 
+def _responders(srv, connections=2, requests=3):
+    """[[(responder id, hints id) of each request] for each keep-alive connection]."""
+    out = []
+    for _ in range(connections):
+        conn = _connection(srv)
+        try:
+            ids = []
+            for _ in range(requests):
+                conn.request("GET", "/_/responder")
+                resp = conn.getresponse()
+                assert resp.status == 200
+                got = json.loads(resp.read())
+                ids.append((got["responder"], got["hints"]))
+            out.append(ids)
+        finally:
+            conn.close()
+    return out
+
+
+POST_REQUEST_CONFIG = '''
+import os
+
+def post_request(worker, req, environ, resp):
+    kept = getattr(worker, "_test_kept", None)
+    if kept is None:
+        kept = worker._test_kept = []
+    kept.append(resp)
+    # each Response the hook was given still says what it answered
+    with open(os.environ["TW_HOOK_LOG"], "a") as f:
+        f.write(" ".join(str(r.status_code) for r in kept) + "\\n")
+'''
+
+
+def test_response_per_connection_only_when_nothing_else_sees_it(gunicorn_server, tmp_path):
+    """Without a post_request hook or an access log, a keep-alive
+    connection's requests are answered by one Response (its start_response
+    and early hints callable made once); a hook or an access log, which may
+    keep the Response past its request, gets a new one for each request."""
+    srv = gunicorn_server(name="gevent-responder", worker_class=GEVENT, workers=1,
+                          args=COMMON_ARGS)
+    conns = _responders(srv)
+    for ids in conns:
+        if ACCELERATED:
+            assert len(set(ids)) == 1, conns
+        else:
+            assert len(set(ids)) == len(ids), conns
+    assert conns[0][0] != conns[1][0], conns
+    hooks = tmp_path / "hooks.log"
+    srv = gunicorn_server(name="gevent-responder-hook", worker_class=GEVENT, workers=1,
+                          config=POST_REQUEST_CONFIG, args=COMMON_ARGS,
+                          env={"TW_HOOK_LOG": str(hooks)})
+    for ids in _responders(srv, connections=1):
+        assert len(set(ids)) == len(ids), ids
+    conn = _connection(srv)
+    try:
+        for path in ("/_/status?code=404", "/_/hello", "/_/status?code=201"):
+            conn.request("GET", path)
+            conn.getresponse().read()
+    finally:
+        conn.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        lines = hooks.read_text().splitlines() if hooks.exists() else []
+        if len(lines) >= 6:
+            break
+        time.sleep(0.02)
+    assert lines[-1] == "200 200 200 404 200 201", lines
+    srv = gunicorn_server(name="gevent-responder-access", worker_class=GEVENT, workers=1,
+                          args=COMMON_ARGS + ["--access-logfile", str(tmp_path / "access.log")])
+    for ids in _responders(srv, connections=1):
+        assert len(set(ids)) == len(ids), ids
+
+
 def test_default_pre_request_logs_at_debug_level(gunicorn_server):
     """gunicorn's own pre_request hook writes "METHOD path" at debug level
     (the worker skips it only when that line would go nowhere)."""

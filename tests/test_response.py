@@ -9,6 +9,7 @@ socketpair or TCP loopback: ours takes the sendmsg/sendfile path).
 """
 import contextlib
 import email.utils
+import errno
 import io
 import itertools
 import logging
@@ -95,14 +96,32 @@ def direct_gevent_socket_class():
 
         _response.register_socket_class(Counting)
         _DIRECT_CLASS.append(Counting)
+
+        class Inner(Counting):
+            # registered as the gevent worker registers gevent's class: the
+            # descriptor read from its inner socket; fileno() counted, to
+            # show it is not called
+            filenos = 0
+
+            def fileno(self):
+                type(self).filenos += 1
+                return super().fileno()
+
+        _response.register_socket_class(Inner, inner="_sock")
+        _DIRECT_CLASS.append(Inner)
     return _DIRECT_CLASS[0]
+
+
+def inner_gevent_socket_class():
+    direct_gevent_socket_class()
+    return _DIRECT_CLASS[1]
 
 
 @contextlib.contextmanager
 def real_socket(kind):
     """Yield (writer socket, bytearray that holds all the peer read once the
     block is left); a thread drains the peer so no write can block for good."""
-    if kind in ("pair", "gevent", "gevent-direct"):
+    if kind in ("pair", "gevent", "gevent-direct", "gevent-inner"):
         w, r = socket.socketpair()
         if kind == "gevent":
             # a socket-like that is not a stdlib socket: ours must stay on
@@ -112,6 +131,9 @@ def real_socket(kind):
         elif kind == "gevent-direct":
             # a gevent socket of a class registered for direct writes
             w = direct_gevent_socket_class()(fileno=w.detach())
+        elif kind == "gevent-inner":
+            # the same, its descriptor read from its inner socket
+            w = inner_gevent_socket_class()(fileno=w.detach())
     else:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as lst:
             lst.bind(("127.0.0.1", 0))
@@ -200,7 +222,37 @@ class Case:
         return "Case(%r)" % self.__dict__
 
 
-def make(impl, sock, case):
+# What a Response answered before reuse() makes it the next request's: the
+# state each one leaves behind (a status, headers, a chunked body, bytes
+# sent, a forced close, an upgrade, HTTP/1.0, HEAD) must all be gone.
+PREVIOUS = {
+    "chunked": Case([("hints", [("Link", "</a.css>; rel=preload")]),
+                     ("start", "200 OK", [("X-Prev", "1")]), ("write", b"abc"),
+                     ("write", b"de"), ("close",)]),
+    "head-10-close": Case([("start", "304 Not Modified", [("Content-Length", "7")]),
+                           ("list", [b"ignored"])],
+                          version=(1, 0), method="HEAD", req_close=True, force_close=True),
+    "upgrade": Case([("start", "101 Switching Protocols",
+                      [("Upgrade", "websocket"), ("Connection", "Upgrade")]),
+                     ("list", [b"x"])]),
+}
+
+
+def make(impl, sock, case, previous=None):
+    if impl == "reused":
+        # the connection's Response: made for another request, which it
+        # answered, then reused for this one
+        resp = Response(sock, previous.version, previous.method, previous.req_close,
+                        cfg_sendfile=case.sendfile, is_ssl=case.is_ssl, uwsgi=case.uwsgi)
+        hints = resp.send_early_hints
+        if previous.force_close:
+            resp.force_close()
+        for s in previous.steps:
+            step(impl, resp, hints, *s)
+        resp.reuse(case.version, case.method, case.req_close)
+        if case.force_close:
+            resp.force_close()
+        return resp, hints
     if impl == "gunicorn":
         req = Req(case.version, case.method, case.req_close)
         cfg = Cfg(case.sendfile, case.is_ssl, "uwsgi" if case.uwsgi else "http")
@@ -256,7 +308,11 @@ def state(resp):
     return st_
 
 
-def run(impl, case, kind):
+def run(impl, case, kind, previous=None):
+    skip = 0
+    if previous is not None:
+        # the bytes of the previous response, to be left out
+        skip = len(run("ours", previous, kind)["bytes"])
     handler = Warnings()
     logger = logging.getLogger("gunicorn.http.wsgi")
     logger.addHandler(handler)
@@ -264,7 +320,8 @@ def run(impl, case, kind):
     step.files = []
     try:
         with transport(kind) as (sock, out):
-            resp, hints = make(impl, sock, case)
+            resp, hints = make(impl, sock, case, previous)
+            handler.messages.clear()
             try:
                 for s in case.steps:
                     step(impl, resp, hints, *s)
@@ -278,7 +335,7 @@ def run(impl, case, kind):
     finally:
         logger.removeHandler(handler)
     return {
-        "bytes": blank_date(out),
+        "bytes": blank_date(out)[skip:],
         "exc": exc_key(exc),
         "state": st_,
         "warnings": handler.messages,
@@ -286,11 +343,17 @@ def run(impl, case, kind):
     }
 
 
-def compare(case, kind="mock"):
+def compare(case, kind="mock", previous=None):
+    """gunicorn's Response and ours (made anew, or with ``previous`` the
+    name of a PREVIOUS case, reused after answering it) answer the same."""
     theirs = run("gunicorn", case, kind)
-    ours = run("ours", case, kind)
+    if previous is None:
+        ours = run("ours", case, kind)
+    else:
+        ours = run("reused", case, kind, PREVIOUS[previous])
     for key in theirs:
-        assert ours[key] == theirs[key], "%s differs for %r over %s" % (key, case, kind)
+        assert ours[key] == theirs[key], "%s differs for %r over %s (previous: %s)" % (
+            key, case, kind, previous)
     return ours
 
 
@@ -369,10 +432,68 @@ def test_table_socketpair(status, method, version):
         compare(case, "pair")
 
 
-@pytest.mark.parametrize("kind", ["gevent", "gevent-direct"])
+@pytest.mark.parametrize("version", [(1, 0), (1, 1)], ids=["1.0", "1.1"])
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+@pytest.mark.parametrize("status", ["200 OK", "204 No Content", "101 Switching Protocols"])
+@pytest.mark.parametrize("previous", sorted(PREVIOUS))
+def test_table_reused(status, method, version, previous):
+    """Response.reuse(): a Response that answered another request of the
+    connection answers this one as a new one would."""
+    for case in table_cases(status, method, version):
+        compare(case, "mock", previous)
+        if not (case.req_close and case.force_close):
+            compare(case, "pair", previous)
+
+
+def test_reuse_keeps_the_socket_and_options():
+    sock = MockSock()
+    resp = Response(sock, (1, 1), "GET", False, cfg_sendfile=False, uwsgi=True)
+    resp.start_response("200 OK", [])
+    resp.write_list([b"a"])
+    headers = resp.headers
+    resp.reuse((1, 0), "HEAD", True)
+    assert resp.sock is sock
+    assert resp.headers is headers      # emptied, not made anew
+    assert (resp.request_version, resp.method, resp.status, resp.headers) == (
+        (1, 0), "HEAD", None, [])
+    assert not resp.headers_sent and resp.sent == 0
+    resp.reuse((1, 1), "GET", False)
+    resp.start_response("200 OK", [])
+    resp.write(b"abc")
+    # uwsgi: never chunked, whatever the request
+    assert not resp.chunked
+
+
+@pytest.mark.parametrize("kind", ["gevent", "gevent-direct", "gevent-inner"])
 def test_table_gevent_socket(kind):
     for case in table_cases("200 OK", "GET", (1, 1)):
         compare(case, kind)
+
+
+def test_inner_socket_descriptor():
+    """A class registered with ``inner``: written through the inner
+    socket's descriptor without a call of its own fileno(); once closed
+    (gevent puts a stand-in whose fileno() is -1 in place of the inner
+    socket), a write fails with EBADF, never reaching a descriptor number
+    reused since."""
+    cls = inner_gevent_socket_class()
+    case = Case([("start", "200 OK", [("Content-Length", "5")]), ("list", [b"hello"])])
+    before = cls.filenos
+    assert run("ours", case, "gevent-inner") == run("gunicorn", case, "gevent")
+    assert cls.filenos == before
+    w, r = socket.socketpair()
+    g = cls(fileno=w.detach())
+    resp = Response(g, (1, 1), "GET", False)
+    g.close()
+    spare = socket.socket()     # likely takes the descriptor number just freed
+    try:
+        resp.start_response("200 OK", [("Content-Length", "5")])
+        with pytest.raises(OSError) as info:
+            resp.write_list([b"hello"])
+        assert info.value.errno == errno.EBADF
+    finally:
+        spare.close()
+        r.close()
 
 
 def test_registered_socket_class_is_written_with_sendmsg_first():

@@ -586,7 +586,7 @@ class GeventMutexWorker(GeventWorker):
         if self.http.accelerated:
             # gevent's sockets are non-blocking underneath: responses go out
             # with one sendmsg, gevent's sendall only for what did not fit
-            _ext.response.register_socket_class(gevent.socket.socket)
+            _ext.response.register_socket_class(gevent.socket.socket, inner="_sock")
         self._h2 = "h2" in (getattr(self.cfg, "http_protocols", None) or ())
         self._gunicorn_http = not self.http.accelerated or self._h2
         if self.http.accelerated and self._h2:
@@ -609,6 +609,14 @@ class GeventMutexWorker(GeventWorker):
                                  base_async.AsyncWorker.is_already_handled
                                  else self.is_already_handled)
         self._access_log = glue.access_log_wanted(self.log)
+        # One Response per connection, made again for each request with
+        # Response.reuse(), when nothing but the application's own call can
+        # see it: no post_request hook and no access log (either may keep
+        # it past its request). That spares a Response and its two bound
+        # methods per request, objects that live while the application
+        # waits and so count towards the cyclic collector's runs.
+        self._reuse_response = (self.http.accelerated and self._post_request is None
+                                and not self._access_log)
         self._keepalive = self.cfg.keepalive
         self._hub = get_hub()
         self._loop = self._hub.loop
@@ -766,6 +774,8 @@ class GeventMutexWorker(GeventWorker):
                 source = self._coop_source(client, timer, me, _KeepaliveExpired,
                                            self._loop.io(client.fileno(), 1), Waiter, self._hub)
             parser = self.http.parser(client, addr, self.listener_name(listener), source)
+            # [response, its start_response, its send_early_hints] (see run())
+            kept = [None, None, None] if self._reuse_response and self._keepalive else None
             conns = self._conns
             conns[me] = (client, None)
             try:
@@ -773,7 +783,7 @@ class GeventMutexWorker(GeventWorker):
                     environ = parser.next_request()
                     if environ is not None:
                         req = parser.req
-                        self.serve_request(listener, req, client, addr, environ)
+                        self.serve_request(listener, req, client, addr, environ, kept)
                 else:
                     idle = (client, parser)
                     busy = (client, None)
@@ -797,7 +807,7 @@ class GeventMutexWorker(GeventWorker):
                         conns[me] = busy
                         first = False
                         req = parser.req
-                        if not self.serve_request(listener, req, client, addr, environ):
+                        if not self.serve_request(listener, req, client, addr, environ, kept):
                             break
             except http.errors.NoMoreData as e:
                 self.log.debug("Ignored premature client disconnection. %s", e)
@@ -837,8 +847,12 @@ class GeventMutexWorker(GeventWorker):
                 # that can cut off the response
                 util.close_graceful(client)
 
-    def serve_request(self, listener, req, client, addr, environ):
-        """One request: True when the connection may carry another one."""
+    def serve_request(self, listener, req, client, addr, environ, kept=None):
+        """One request: True when the connection may carry another one.
+
+        ``kept``: the connection's list [response, start_response,
+        send_early_hints] when its Response is reused (see run()), else None.
+        """
         # one Python frame per request: this is the hot path
         try:
             request_start = datetime.now() if self._access_log else None
@@ -846,9 +860,22 @@ class GeventMutexWorker(GeventWorker):
             try:
                 if self._pre_request is not None:
                     self._pre_request(self, req)
-                resp = self._response(client, req.version, req.method, req.should_close(),
-                                      *self._response_options)
-                environ["wsgi.early_hints"] = resp.send_early_hints
+                if kept is None:
+                    resp = self._response(client, req.version, req.method, req.should_close(),
+                                          *self._response_options)
+                    start_response = resp.start_response
+                    environ["wsgi.early_hints"] = resp.send_early_hints
+                else:
+                    resp = kept[0]
+                    if resp is None:
+                        resp = kept[0] = self._response(client, req.version, req.method,
+                                                        req.should_close(), *self._response_options)
+                        kept[1] = resp.start_response
+                        kept[2] = resp.send_early_hints
+                    else:
+                        resp.reuse(req.version, req.method, req.should_close())
+                    start_response = kept[1]
+                    environ["wsgi.early_hints"] = kept[2]
                 self.nr += 1
                 if self.nr >= self.max_requests:
                     if self.alive:
@@ -857,7 +884,7 @@ class GeventMutexWorker(GeventWorker):
                         self._stopping.set()
                 if not self._alive or not self._keepalive:
                     resp.force_close()
-                respiter = self.wsgi(environ, resp.start_response)
+                respiter = self.wsgi(environ, start_response)
                 if self._already_handled is not None:
                     if self._already_handled(respiter):
                         return False

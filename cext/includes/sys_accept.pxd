@@ -63,8 +63,10 @@ cdef extern from "<fcntl.h>" nogil:
 
     int fcntl(int fd, int cmd, ...)
 
+    enum: F_GETLK
     enum: F_SETLK
     enum: F_SETLKW
+    enum: F_RDLCK
     enum: F_WRLCK
     enum: F_UNLCK
     enum: SEEK_SET

@@ -12,12 +12,18 @@ cdef class Semaphore:
 
 
 cdef class FileLock:
-    # An fcntl (POSIX record) write lock on a whole file; the kernel
-    # releases it when the holding process dies.
+    # An fcntl (POSIX record) write lock on a file's first byte, and read
+    # locks on its second byte saying who waits for it; the kernel releases
+    # them when a process dies.
     cdef readonly int fd
     cdef readonly bint held
 
     cdef int _op(self, int cmd, short kind) noexcept nogil
+    cdef int _range(self, int cmd, short kind, long start) noexcept nogil
+    cdef int _other_lock(self, long start) noexcept nogil
+    cdef int _held_elsewhere(self) noexcept nogil
+    cdef int _waited_for(self) noexcept nogil
+    cdef int _wait_for_it(self) noexcept nogil
 
 
 cdef class Epoll:
@@ -45,6 +51,10 @@ cdef class AcceptRound:
     cdef readonly bint holding                # this worker's turn at the mutex
     cdef int turn                             # accepts per turn at the mutex
     cdef int turn_left
+    # fcntl: the last turn ended full; before asking for the lock again, let
+    # one of the workers woken by its release take it (see _let_waiter_in)
+    cdef bint yield_due
+    cdef double yield_max                     # seconds, at most, for a waiter to take it
     cdef int *fds
     cdef int *lfds
     cdef sockaddr_storage *addrs
@@ -53,3 +63,4 @@ cdef class AcceptRound:
     cdef void _notify(self) noexcept nogil
     cdef int _take(self, timespec *ts) noexcept nogil
     cdef int _give_back(self) noexcept nogil
+    cdef void _let_waiter_in(self) noexcept nogil

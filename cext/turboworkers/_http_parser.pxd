@@ -112,7 +112,13 @@ cdef class CoopSource:
     cdef object watcher                       # the connection's read watcher, or None
     cdef object waiter_class
     cdef object hub
-    cdef object waiter                        # while waiting: what the watcher wakes
+    cdef object getcurrent                    # greenlet.getcurrent, with a hub
+    cdef object waiting                       # the greenlet waiting now, or None
+    cdef object switch_owner                  # whose switch switch_to is
+    cdef object switch_to                     # its bound switch, kept between waits
+    cdef object hub_switch                    # hub.switch, bound once
+    cdef object readable_cb                   # self._readable, bound once
+    cdef object throw_cb                      # greenlet.throw, bound once
 
     cdef bytes _recv(self, Py_ssize_t size)
     cdef int _stop_timing(self) except -1

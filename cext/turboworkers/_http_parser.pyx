@@ -714,10 +714,19 @@ cdef class CoopSource:
     a keep-alive connection that is every request. Here the system call is
     made on the descriptor (non-blocking, as gevent keeps it) and an empty
     socket is waited for with the socket's own ``_wait``, as gevent's recv
-    does, or, given ``watcher`` (the loop's io watcher for the descriptor),
-    ``waiter_class`` (gevent's Waiter) and ``hub``, with that watcher, kept
-    started for the connection's life. A ``timeout`` of 0 on the socket
+    does, or, given ``watcher`` (the loop's io watcher for the descriptor)
+    and ``hub``, with that watcher, kept started for the connection's life
+    (``waiter_class`` is accepted and not used). A ``timeout`` of 0 on the socket
     raises as gevent's recv does.
+
+    With a watcher, a wait is what a gevent Waiter does (the waiting greenlet
+    switches to the hub; the watcher's callback, in the hub, switches back),
+    without a Waiter and its bound methods per wait: the hub's ``switch``,
+    the callback and the waiting greenlet's ``switch`` are bound once and
+    kept. A request's objects live while it waits (the next request of a
+    keep-alive connection, the application's own waits): each one fewer per
+    request is an object fewer that the cyclic collector finds alive, counts
+    towards its next run and promotes.
 
     ``timer`` (a gevent loop timer whose repeat is its time) bounds ``RequestParser.next_request()``
     as gunicorn's gevent worker bounds it with ``gevent.Timeout(keepalive)``,
@@ -742,13 +751,17 @@ cdef class CoopSource:
             self.watcher = watcher
             self.waiter_class = waiter_class
             self.hub = hub
-            watcher.start(self._readable)
+            from greenlet import getcurrent
+            self.getcurrent = getcurrent
+            self.readable_cb = self._readable
+            watcher.start(self.readable_cb)
 
     def _readable(self):
         # in the hub
-        waiter = self.waiter
-        if waiter is not None:
-            waiter.switch(None)
+        if self.waiting is not None:
+            # as Waiter.switch: an error here is the hub's to report, as for
+            # any callback of the loop
+            self.switch_to()
         else:
             # readable while nobody waits (a pipelined request, the client
             # gone): level-triggered, it would fire on every turn of the
@@ -761,6 +774,9 @@ cdef class CoopSource:
         if watcher is not None:
             watcher.stop()
             watcher.close()
+        # what was bound for the waits refers to this source or its greenlet
+        self.readable_cb = self.switch_to = self.switch_owner = None
+        self.hub_switch = self.throw_cb = None
 
     def recv(self, Py_ssize_t size):
         return self._recv(size)
@@ -809,9 +825,11 @@ cdef class CoopSource:
 
     cdef int _wait(self, sock) except -1:
         if self.timing and not self.armed:
+            if self.throw_cb is None:
+                self.throw_cb = self.greenlet.throw
             # again(), not start(): a libev timer started after stop()
             # would only have what was left of its time
-            self.timer.again(self.greenlet.throw, self.expired, update=True)
+            self.timer.again(self.throw_cb, self.expired, update=True)
             self.armed = True
         watcher = self.watcher
         if watcher is None or sock._read_event is None:
@@ -819,13 +837,18 @@ cdef class CoopSource:
             sock._wait(sock._read_event)
             return 0
         if not watcher.active:
-            watcher.start(self._readable)
-        waiter = self.waiter_class(self.hub)
-        self.waiter = waiter
+            watcher.start(self.readable_cb)
+        current = self.getcurrent()
+        if current is not self.switch_owner:
+            self.switch_to = current.switch
+            self.switch_owner = current
+        if self.hub_switch is None:
+            self.hub_switch = self.hub.switch
+        self.waiting = current
         try:
-            waiter.get()
+            self.hub_switch()
         finally:
-            self.waiter = None
+            self.waiting = None
         return 0
 
     cdef int _stop_timing(self) except -1:

@@ -29,13 +29,14 @@ cdef class Response:
     cdef public bint upgrade
     cdef public long long sent          # body bytes accepted by write(), as gunicorn counts them
 
-    # --- request and configuration, fixed at construction
+    # --- the request (see reuse()) and configuration, fixed at construction
     cdef bint _req_should_close
     cdef bint _is_head
     cdef bint _can_sendfile             # cfg.sendfile is not False
     cdef bint _is_ssl
     cdef bint _uwsgi
     cdef bint _plain                    # a stdlib socket, not SSL: sendmsg through its fd
+    cdef object _inner                  # None, or the attribute holding the socket whose fd it is
     cdef bint _ver_le_10                # version <= (1, 0)
     cdef bint _ver_lt_11                # version < (1, 1)
     cdef int _vmajor                    # single digits, or -1: render through Python
@@ -54,6 +55,7 @@ cdef class Response:
     # an exception to know whether the headers went out
     cdef Py_ssize_t _progress
 
+    cdef int _begin(self, object version, object method, bint req_should_close) except -1
     cdef int _process_headers(self, object headers) except -1
     cdef int _set_response_length(self, object value) except -1
     cdef bint _should_close(self) except -1

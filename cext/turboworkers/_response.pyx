@@ -148,15 +148,28 @@ cdef object _PLAIN_SOCKET = _find_plain_socket()
 # waits in the event loop) for what did not fit. Their sendall alone costs a
 # getsockopt system call and several Python calls per response.
 cdef object _DIRECT_SOCKETS = frozenset()
+# class -> the attribute holding the socket whose fileno() the class's own
+# fileno() returns (gevent's ``_sock``)
+cdef dict _INNER_SOCKETS = {}
 
 
-def register_socket_class(cls):
+def register_socket_class(cls, inner=None):
     """Write responses on sockets of ``cls`` (not TLS) with a non-blocking
     sendmsg, and through ``cls.sendall`` only for what the kernel did not
     take at once. ``cls`` must wrap a descriptor that is non-blocking at the
-    OS level, as gevent's sockets do."""
+    OS level, as gevent's sockets do.
+
+    ``inner``: the name of the attribute holding the wrapped socket when
+    ``cls.fileno()`` only returns that one's ``fileno()`` (gevent's
+    ``_sock``, which a closed gevent socket replaces by a stand-in whose
+    fileno() is -1); the descriptor is then read from it directly, without
+    the Python frame of ``cls.fileno``."""
     global _DIRECT_SOCKETS
     _DIRECT_SOCKETS = _DIRECT_SOCKETS | {cls}
+    if inner is not None:
+        _INNER_SOCKETS[cls] = inner
+    else:
+        _INNER_SOCKETS.pop(cls, None)
 
 
 # ---------------------------------------------------------------- Date cache
@@ -416,12 +429,39 @@ cdef class Response:
 
     def __init__(self, sock, version, method, bint req_should_close,
                  cfg_sendfile=True, is_ssl=False, uwsgi=False):
-        cdef object v0, v1
         self.sock = sock
+        self._can_sendfile = cfg_sendfile is not False
+        self._is_ssl = bool(is_ssl)
+        self._uwsgi = bool(uwsgi)
+        self._plain = not self._is_ssl and (
+            (_PLAIN_SOCKET is not None and type(sock) is _PLAIN_SOCKET)
+            or type(sock) in _DIRECT_SOCKETS)
+        self._inner = _INNER_SOCKETS.get(type(sock)) if self._plain else None
+        self.headers = []
+        self._begin(version, method, req_should_close)
+
+    def reuse(self, version, method, bint req_should_close):
+        """Become the response to the next request of the same connection,
+        as if made anew with these arguments and the same socket and options.
+
+        For a worker that knows nothing outside the request can still hold
+        this object or its bound methods (``start_response``,
+        ``send_early_hints``): those are then made once per connection, and
+        the ``headers`` list is emptied rather than made anew.
+        """
+        if self.headers is None:
+            self.headers = []
+        else:
+            del self.headers[:]
+        self._begin(version, method, req_should_close)
+
+    cdef int _begin(self, version, method, bint req_should_close) except -1:
+        # everything that belongs to one request (but the headers list, made
+        # by __init__, emptied by reuse)
+        cdef object v0, v1
         self.request_version = version
         self.method = method
         self.status = None
-        self.headers = []
         self.headers_sent = False
         self.chunked = False
         self.must_close = False
@@ -429,12 +469,6 @@ cdef class Response:
         self.sent = 0
         self._req_should_close = req_should_close
         self._is_head = method == "HEAD"
-        self._can_sendfile = cfg_sendfile is not False
-        self._is_ssl = bool(is_ssl)
-        self._uwsgi = bool(uwsgi)
-        self._plain = not self._is_ssl and (
-            (_PLAIN_SOCKET is not None and type(sock) is _PLAIN_SOCKET)
-            or type(sock) in _DIRECT_SOCKETS)
         self._response_length = None
         self._has_rlen = False
         self._rlen = 0
@@ -456,6 +490,7 @@ cdef class Response:
         else:
             self._ver_le_10 = version <= (1, 0)
             self._ver_lt_11 = version < (1, 1)
+        return 0
 
     # -- attributes gunicorn's Response has
 
@@ -746,7 +781,10 @@ cdef class Response:
         memset(&msg, 0, sizeof(msg))
         # fileno() each time, not cached: a socket closed meanwhile must fail
         # with EBADF, never write into a descriptor number reused since.
-        fd = self.sock.fileno()
+        if self._inner is None:
+            fd = self.sock.fileno()
+        else:
+            fd = getattr(self.sock, self._inner).fileno()
         while True:
             while i < n and segs[i].len <= off:
                 i += 1

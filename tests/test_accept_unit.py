@@ -1070,6 +1070,19 @@ def test_file_lock_held_elsewhere(lock_path):
         os.close(fd)
 
 
+def _lock_waiter(lock_path, hold):
+    """A child process's body: it says it waits, blocks on the FileLock,
+    says it got it, holds it ``hold`` seconds and lets it go."""
+    def child(w):
+        mine = _accept.FileLock(os.open(lock_path, os.O_RDWR))
+        os.write(w, b"waiting")
+        mine.acquire(True)
+        os.write(w, b"got")
+        time.sleep(hold)
+        mine.release()
+    return child
+
+
 @needs_cython
 def test_file_lock_says_who_waits_for_it(lock_path):
     """A process blocked in acquire(True) is seen by the holder
@@ -1079,15 +1092,7 @@ def test_file_lock_says_who_waits_for_it(lock_path):
     try:
         assert lock.acquire(False) and lock.waited_for() is False
 
-        def child(w):
-            mine = _accept.FileLock(os.open(lock_path, os.O_RDWR))
-            os.write(w, b"waiting")
-            mine.acquire(True)
-            os.write(w, b"got")
-            time.sleep(0.3)
-            mine.release()
-
-        pid, r = fork_child(child)
+        pid, r = fork_child(_lock_waiter(lock_path, 0.3))
         try:
             assert read_msg(r) == b"waiting"
             wait_until(lock.waited_for, "the waiter seen")
@@ -1140,15 +1145,7 @@ def test_accept_round_lets_a_waiting_worker_have_the_fcntl_lock_after_a_full_tur
 
         # a worker that waits for the lock meanwhile; it holds it a moment
         # and says when it got it
-        def child(w):
-            mine = _accept.FileLock(os.open(lock_path, os.O_RDWR))
-            os.write(w, b"waiting")
-            mine.acquire(True)
-            os.write(w, b"got")
-            time.sleep(0.2)
-            mine.release()
-
-        pid, r = fork_child(child)
+        pid, r = fork_child(_lock_waiter(lock_path, 0.2))
         try:
             assert read_msg(r) == b"waiting"
             time.sleep(0.1)         # the child is in F_SETLKW by now

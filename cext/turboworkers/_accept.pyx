@@ -117,6 +117,14 @@ cdef class Semaphore:
             PyErr_SetFromErrno(OSError)
 
 
+cdef inline void _one_byte(flock *fl, short kind, long start) noexcept nogil:
+    memset(fl, 0, sizeof(flock))
+    fl.l_type = kind
+    fl.l_whence = SEEK_SET
+    fl.l_start = start
+    fl.l_len = 1
+
+
 cdef class FileLock:
     """A cross-process mutex on an open file descriptor.
 
@@ -134,21 +142,13 @@ cdef class FileLock:
 
     cdef int _range(self, int cmd, short kind, long start) noexcept nogil:
         cdef flock fl
-        memset(&fl, 0, sizeof(fl))
-        fl.l_type = kind
-        fl.l_whence = SEEK_SET
-        fl.l_start = start
-        fl.l_len = 1
+        _one_byte(&fl, kind, start)
         return fcntl(self.fd, cmd, &fl)
 
     cdef int _other_lock(self, long start) noexcept nogil:
         # 1: another process holds a lock on that byte; 0: none; -1: error
         cdef flock fl
-        memset(&fl, 0, sizeof(fl))
-        fl.l_type = F_WRLCK
-        fl.l_whence = SEEK_SET
-        fl.l_start = start
-        fl.l_len = 1
+        _one_byte(&fl, F_WRLCK, start)
         if fcntl(self.fd, F_GETLK, &fl) < 0:
             return -1
         return fl.l_type != F_UNLCK

@@ -65,6 +65,13 @@ SHED_POLL = 0.005
 STUCK_AFTER = 0.02
 # After an accept error other than "nothing there" (EMFILE, ENOBUFS...).
 ACCEPT_ERROR_PAUSE = 0.1
+# epoll: a worker that left the line of exclusive waiters (every ``rotate``
+# accepts) registers its listeners again no sooner than this. An ADD of a
+# listener with connections still waiting reports it at once, and to this
+# worker alone: re-registered at once, it would take the next batch of a
+# burst too, and the next, while the workers woken for it find nothing. The
+# wait lets them take their share first (as EpollThreadWorker's rejoin).
+REJOIN_DELAY = 0.005
 
 _ACCEPT_RETRY = (errno.EAGAIN, errno.EWOULDBLOCK, errno.ECONNABORTED, errno.EINTR,
                  errno.EPROTO)
@@ -264,16 +271,18 @@ class _Acceptor:
                     gevent.sleep(SHED_POLL)
                     continue
                 limit = min(self.batch, pool.free_count())
+                rejoin = False
                 if self.engine == "epoll":
                     ready = self._epoll_ready()
                     conns = self._accept_batch(ready, limit) if ready else []
                     if conns:
                         self.accepted += 1
                         if self.accepted % self.rotate == 0:
-                            # back of the line of exclusive waiters
+                            # back of the line of exclusive waiters, after
+                            # REJOIN_DELAY (below)
                             for fd in self.by_fd:
                                 self.poller.unregister(fd)
-                            self._register()
+                            rejoin = True
                 elif self.engine in ("solo", "none"):
                     ready = self._hub_ready(self.wait)
                     conns = self._accept_batch(ready, limit) if ready else []
@@ -289,7 +298,12 @@ class _Acceptor:
                         self.give_back()
                 for listener, client, addr in conns:
                     spawn(handle, listener, client, addr)
-                if conns and self.engine != "solo":
+                if rejoin:
+                    # the new connections run meanwhile; a stop kills this
+                    # greenlet in the sleep
+                    gevent.sleep(REJOIN_DELAY)
+                    self._register()
+                elif conns and self.engine != "solo":
                     # let the new connections run before queueing for the
                     # mutex again: the pool thread then never fights this
                     # thread for the GIL while requests are being served
@@ -408,6 +422,15 @@ class _ThreadAcceptor:
 
     # -- in the thread -----------------------------------------------------
 
+    def _rejoin_later(self):
+        # Out of the rotation (the listeners unregistered) for REJOIN_DELAY.
+        # The hub is woken now for what was just accepted, not after the
+        # wait. The wait is on the poller, where only stop_fd is left, so a
+        # stop ends it at once.
+        self.round.flush()
+        if self.running and self.worker.alive:
+            self.poller.wait(REJOIN_DELAY)
+
     def _thread_main(self):
         pool = self.pool
         ready = self.ready
@@ -441,6 +464,7 @@ class _ThreadAcceptor:
                         self.next_rotation = self.accepted + self.rotate
                         for fd in self.by_fd:
                             self.poller.unregister(fd)
+                        self._rejoin_later()
                         self._register()
                 if fatal:
                     raise OSError(fatal, os.strerror(fatal))

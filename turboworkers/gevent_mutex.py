@@ -139,6 +139,7 @@ class _Acceptor:
         elif engine == "epoll":
             self.rotate = _accept.rotate_from_env()
             self.accepted = 0
+            self.next_rotation = self.rotate
             if _accept._sys is not None:
                 self.poller = _accept._sys.Epoll()
             else:
@@ -273,11 +274,15 @@ class _Acceptor:
                 limit = min(self.batch, pool.free_count())
                 rejoin = False
                 if self.engine == "epoll":
+                    # the rotation comes after ``rotate`` accepts, not a
+                    # batch later
+                    limit = min(limit, self.next_rotation - self.accepted)
                     ready = self._epoll_ready()
                     conns = self._accept_batch(ready, limit) if ready else []
                     if conns:
-                        self.accepted += 1
-                        if self.accepted % self.rotate == 0:
+                        self.accepted += len(conns)
+                        if self.accepted >= self.next_rotation:
+                            self.next_rotation = self.accepted + self.rotate
                             # back of the line of exclusive waiters, after
                             # REJOIN_DELAY (below)
                             for fd in self.by_fd:
@@ -437,6 +442,7 @@ class _ThreadAcceptor:
         worker = self.worker
         round_ = self.round.round
         notify_next = self.round.notify_next
+        epoll = self.engine == "epoll"
         try:
             while self.running and worker.alive:
                 free = pool.size - len(pool) - len(ready)
@@ -447,7 +453,12 @@ class _ThreadAcceptor:
                     self.round.flush()
                     self._sleep(SHED_POLL)
                     continue
-                got, error, fatal, busy = round_(min(ACCEPT_BATCH, free), self.wait)
+                limit = min(ACCEPT_BATCH, free)
+                if epoll:
+                    # the rotation comes after ``rotate`` accepts, not a
+                    # batch later
+                    limit = min(limit, self.next_rotation - self.accepted)
+                got, error, fatal, busy = round_(limit, self.wait)
                 if busy:
                     # the hub is stuck (in CPU-bound code, say): the turn
                     # went to the other workers; look again in a moment
@@ -459,7 +470,7 @@ class _ThreadAcceptor:
                     # thread holds the GIL no more
                     notify_next()
                     self.accepted += len(got)
-                    if self.engine == "epoll" and self.accepted >= self.next_rotation:
+                    if epoll and self.accepted >= self.next_rotation:
                         # to the back of the line of exclusive waiters
                         self.next_rotation = self.accepted + self.rotate
                         for fd in self.by_fd:

@@ -65,6 +65,13 @@ SHED_POLL = 0.005
 STUCK_AFTER = 0.02
 # After an accept error other than "nothing there" (EMFILE, ENOBUFS...).
 ACCEPT_ERROR_PAUSE = 0.1
+# epoll: a worker that left the line of exclusive waiters (every ``rotate``
+# accepts) registers its listeners again no sooner than this. An ADD of a
+# listener with connections still waiting reports it at once, and to this
+# worker alone: re-registered at once, it would take the next batch of a
+# burst too, and the next, while the workers woken for it find nothing. The
+# wait lets them take their share first (as EpollThreadWorker's rejoin).
+REJOIN_DELAY = 0.005
 
 _ACCEPT_RETRY = (errno.EAGAIN, errno.EWOULDBLOCK, errno.ECONNABORTED, errno.EINTR,
                  errno.EPROTO)
@@ -132,6 +139,7 @@ class _Acceptor:
         elif engine == "epoll":
             self.rotate = _accept.rotate_from_env()
             self.accepted = 0
+            self.next_rotation = self.rotate
             if _accept._sys is not None:
                 self.poller = _accept._sys.Epoll()
             else:
@@ -264,16 +272,22 @@ class _Acceptor:
                     gevent.sleep(SHED_POLL)
                     continue
                 limit = min(self.batch, pool.free_count())
+                rejoin = False
                 if self.engine == "epoll":
+                    # the rotation comes after ``rotate`` accepts, not a
+                    # batch later
+                    limit = min(limit, self.next_rotation - self.accepted)
                     ready = self._epoll_ready()
                     conns = self._accept_batch(ready, limit) if ready else []
                     if conns:
-                        self.accepted += 1
-                        if self.accepted % self.rotate == 0:
-                            # back of the line of exclusive waiters
+                        self.accepted += len(conns)
+                        if self.accepted >= self.next_rotation:
+                            self.next_rotation = self.accepted + self.rotate
+                            # back of the line of exclusive waiters, after
+                            # REJOIN_DELAY (below)
                             for fd in self.by_fd:
                                 self.poller.unregister(fd)
-                            self._register()
+                            rejoin = True
                 elif self.engine in ("solo", "none"):
                     ready = self._hub_ready(self.wait)
                     conns = self._accept_batch(ready, limit) if ready else []
@@ -289,7 +303,12 @@ class _Acceptor:
                         self.give_back()
                 for listener, client, addr in conns:
                     spawn(handle, listener, client, addr)
-                if conns and self.engine != "solo":
+                if rejoin:
+                    # the new connections run meanwhile; a stop kills this
+                    # greenlet in the sleep
+                    gevent.sleep(REJOIN_DELAY)
+                    self._register()
+                elif conns and self.engine != "solo":
                     # let the new connections run before queueing for the
                     # mutex again: the pool thread then never fights this
                     # thread for the GIL while requests are being served
@@ -408,12 +427,22 @@ class _ThreadAcceptor:
 
     # -- in the thread -----------------------------------------------------
 
+    def _rejoin_later(self):
+        # Out of the rotation (the listeners unregistered) for REJOIN_DELAY.
+        # The hub is woken now for what was just accepted, not after the
+        # wait. The wait is on the poller, where only stop_fd is left, so a
+        # stop ends it at once.
+        self.round.flush()
+        if self.running and self.worker.alive:
+            self.poller.wait(REJOIN_DELAY)
+
     def _thread_main(self):
         pool = self.pool
         ready = self.ready
         worker = self.worker
         round_ = self.round.round
         notify_next = self.round.notify_next
+        epoll = self.engine == "epoll"
         try:
             while self.running and worker.alive:
                 free = pool.size - len(pool) - len(ready)
@@ -424,7 +453,12 @@ class _ThreadAcceptor:
                     self.round.flush()
                     self._sleep(SHED_POLL)
                     continue
-                got, error, fatal, busy = round_(min(ACCEPT_BATCH, free), self.wait)
+                limit = min(ACCEPT_BATCH, free)
+                if epoll:
+                    # the rotation comes after ``rotate`` accepts, not a
+                    # batch later
+                    limit = min(limit, self.next_rotation - self.accepted)
+                got, error, fatal, busy = round_(limit, self.wait)
                 if busy:
                     # the hub is stuck (in CPU-bound code, say): the turn
                     # went to the other workers; look again in a moment
@@ -436,11 +470,12 @@ class _ThreadAcceptor:
                     # thread holds the GIL no more
                     notify_next()
                     self.accepted += len(got)
-                    if self.engine == "epoll" and self.accepted >= self.next_rotation:
+                    if epoll and self.accepted >= self.next_rotation:
                         # to the back of the line of exclusive waiters
                         self.next_rotation = self.accepted + self.rotate
                         for fd in self.by_fd:
                             self.poller.unregister(fd)
+                        self._rejoin_later()
                         self._register()
                 if fatal:
                     raise OSError(fatal, os.strerror(fatal))

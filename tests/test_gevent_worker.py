@@ -1053,3 +1053,64 @@ def test_worker_near_worker_connections_gives_its_turn_away(gunicorn_server, tmp
     finally:
         for c in slow:
             c.close()
+
+
+# -- the event loop's fine tick (turboworkers/_tick.pyx) ------------------------
+
+def _timerfds(pid):
+    """fdinfo fields of a process's timerfds, by fd: {fd: {"ticks": ...}}."""
+    found = {}
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            if os.readlink("/proc/%d/fd/%s" % (pid, fd)) != "anon_inode:[timerfd]":
+                continue
+            found[fd] = _timer_state(pid, fd)
+        except OSError:
+            continue
+    return found
+
+
+def _timer_state(pid, fd):
+    with open("/proc/%d/fdinfo/%s" % (pid, fd)) as f:
+        fields = dict(line.split(":", 1) for line in f if ":" in line)
+    return {k.strip(): v.strip() for k, v in fields.items()}
+
+
+@pytest.mark.skipif(not ACCELERATED, reason="the tick is compiled")
+def test_loop_ticks_while_a_request_sleeps_and_stops_when_idle(gunicorn_server, tmp_path):
+    """While a request waits on a gevent timer, the worker's timerfd fires
+    every 0.2 ms (libev alone would wake in whole milliseconds); once no
+    request is in flight it is disarmed, so an idle worker is not woken."""
+    srv = gunicorn_server(name="gevent-tick", worker_class=GEVENT, workers=1, args=COMMON_ARGS)
+    pid = srv.worker_pids()[0]
+    assert srv.get("/").status == 200
+    marker = tmp_path / "in-flight"
+    result = {}
+    client = threading.Thread(target=lambda: result.update(
+        resp=srv.get("/_/sleep?s=2&marker=%s" % marker, timeout=30)))
+    client.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert marker.exists(), srv.log_tail()
+        armed = {fd: t for fd, t in _timerfds(pid).items()
+                 if t["it_interval"] == "(0, 200000)"}
+        assert len(armed) == 1, _timerfds(pid)
+        (fd, state), = armed.items()
+    finally:
+        client.join(30)
+    assert result["resp"].status == 200
+    # the tick after the last request disarms it (bounded wait, no timing
+    # claim). it_value is no sign: an armed timerfd shows (0, 0) from an
+    # expiration until it is read; the interval is cleared only by disarming
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        state = _timer_state(pid, fd)
+        if state["it_interval"] == "(0, 0)":
+            break
+        time.sleep(0.05)
+    assert state["it_interval"] == "(0, 0)" and state["it_value"] == "(0, 0)", state
+    time.sleep(0.3)
+    # disarmed: no expiration since
+    assert _timer_state(pid, fd)["ticks"] == "0"

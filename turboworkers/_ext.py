@@ -11,14 +11,16 @@ _FALSE = ("", "0", "false", "no", "off")
 
 http_parser = None
 response = None
+tick = None
 IMPORT_ERROR = None
 
 if os.environ.get("TURBOWORKERS_NO_EXTENSIONS", "").strip().lower() in _FALSE:
     try:
         from turboworkers import _http_parser as http_parser  # noqa: F811
         from turboworkers import _response as response  # noqa: F811
+        from turboworkers import _tick as tick  # noqa: F811
     except ImportError as exc:  # no compiler where it was installed
-        http_parser = response = None
+        http_parser = response = tick = None
         IMPORT_ERROR = exc
 
 MODE = "accelerated" if http_parser is not None else "pure"

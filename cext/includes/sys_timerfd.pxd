@@ -12,3 +12,4 @@ cdef extern from "<sys/timerfd.h>" nogil:
     int timerfd_settime(int fd, int flags, const itimerspec *new_value, itimerspec *old_value)
 
     enum: TFD_CLOEXEC
+    enum: TFD_NONBLOCK

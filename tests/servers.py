@@ -534,6 +534,16 @@ def errno_name(exc):
     return errno.errorcode.get(exc.errno, str(exc.errno)) if exc.errno else type(exc).__name__
 
 
+def read_to_eof(sock):
+    """Every byte the peer sends until it closes the connection."""
+    data = b""
+    while True:
+        piece = sock.recv(65536)
+        if not piece:
+            return data
+        data += piece
+
+
 def split_response(data):
     """Split raw bytes into (interim 1xx heads, status line, [(name, value)], body bytes).
 

@@ -721,12 +721,7 @@ def _burst(srv):
             s.sendall(b"GET /_/pid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         served = {}
         for s in socks:
-            data = b""
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
+            data = servers.read_to_eof(s)
             _, status, _, body = servers.split_response(data)
             assert status.startswith("HTTP/1.1 200"), data[:300]
             served[int(body)] = served.get(int(body), 0) + 1

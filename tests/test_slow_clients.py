@@ -35,6 +35,8 @@ import time
 
 import pytest
 
+import servers
+
 TURBO = {"sync": "turboworkers.SyncMutexWorker", "thread": "turboworkers.EpollThreadWorker",
          "gevent": "turboworkers.GeventMutexWorker"}
 STOCK = {"sync": "sync", "gevent": "gevent"}
@@ -160,12 +162,7 @@ def _upload(srv, size=60000, pieces=30, pause=0.03):
         for i in range(0, len(body), step):
             time.sleep(pause)
             s.sendall(body[i:i + step])
-        data = b""
-        while True:
-            piece = s.recv(65536)
-            if not piece:
-                break
-            data += piece
+        data = servers.read_to_eof(s)
     finally:
         s.close()
     head, _, payload = data.partition(b"\r\n\r\n")

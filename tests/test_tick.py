@@ -39,9 +39,13 @@ def test_idle_tick_is_disarmed(tick):
     assert (value, interval) == ("(0, 0)", "(0, 0)")
 
 
-def test_begin_arms_a_periodic_timer(tick):
+def test_prepare_with_a_request_in_flight_arms_a_periodic_timer(tick):
     tick.begin()
-    assert tick.armed and tick.active == 1
+    assert tick.active == 1
+    # the request may be over before the loop waits: nothing armed yet
+    assert not tick.armed
+    tick.prepare()
+    assert tick.armed
     # (it_value is no sign of being armed: it shows (0, 0) from an
     # expiration until the expiration is read)
     _, _, interval = timer_state(os.getpid(), tick.fileno())
@@ -56,6 +60,7 @@ def test_fire_reads_the_expirations():
     slow = _ext.tick.Tick(0.5)
     try:
         slow.begin()
+        slow.prepare()
         assert wait_readable(slow.fileno())
         assert timer_state(os.getpid(), slow.fileno())[0] >= 1
         slow.fire()
@@ -65,31 +70,46 @@ def test_fire_reads_the_expirations():
         slow.close()
 
 
-def test_stops_after_a_tick_with_nothing_in_flight_and_nothing_begun(tick):
+def test_prepare_with_nothing_in_flight_disarms(tick):
     tick.begin()
+    tick.prepare()
+    tick.fire()
+    # still in flight: keeps ticking
+    tick.prepare()
+    assert tick.armed
     tick.end()
     assert tick.active == 0
-    # a request began since the last tick: keep ticking once more
-    tick.fire()
-    assert tick.armed
-    tick.fire()
+    tick.prepare()
     assert not tick.armed
     _, value, interval = timer_state(os.getpid(), tick.fileno())
     assert (value, interval) == ("(0, 0)", "(0, 0)")
-    # and the next request arms it again
+    # and the next wait with a request in flight arms it again
     tick.begin()
+    tick.prepare()
     assert tick.armed
     _, _, interval = timer_state(os.getpid(), tick.fileno())
     assert interval == "(0, 200000)"
 
 
-def test_keeps_ticking_while_a_request_is_in_flight(tick):
+def test_a_request_over_before_the_wait_never_arms_it(tick):
+    for _ in range(3):
+        tick.begin()
+        tick.end()
+        tick.prepare()
+        assert not tick.armed
+    _, value, interval = timer_state(os.getpid(), tick.fileno())
+    assert (value, interval) == ("(0, 0)", "(0, 0)")
+
+
+def test_several_in_flight_keep_it_armed_until_the_last_ends(tick):
     tick.begin()
-    for _ in range(5):
-        tick.fire()
-        assert tick.armed
+    tick.begin()
+    tick.prepare()
     tick.end()
-    tick.fire()
+    tick.prepare()
+    assert tick.armed and tick.active == 1
+    tick.end()
+    tick.prepare()
     assert not tick.armed
 
 
@@ -107,7 +127,9 @@ def test_interval_out_of_range_is_refused(interval):
 def test_closed_tick_ignores_calls():
     t = _ext.tick.Tick(0.001)
     t.begin()
+    t.prepare()
     t.close()
     assert t.fileno() == -1 and not t.armed
     t.fire()
+    t.prepare()
     t.end()

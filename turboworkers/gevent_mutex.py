@@ -665,14 +665,19 @@ class GeventMutexWorker(GeventWorker):
         self._loop = self._hub.loop
         # While requests are in flight the loop wakes every TIMER_TICK, so
         # that their timers (gevent.sleep, timeouts) fire on time and not up
-        # to 2 ms late (see _tick.pyx). Compiled mode only.
+        # to 2 ms late (see _tick.pyx). Compiled mode only. The prepare
+        # watcher that switches it on and off runs last before the wait
+        # (lowest priority): after gevent's own, which runs the greenlets
+        # spawned for new connections, whose first requests begin there.
         self._tick = _ext.tick.Tick(TIMER_TICK) if _ext.tick is not None else None
-        tick_watcher = None
+        tick_watchers = ()
         if self._tick is not None:
-            tick_watcher = self._loop.io(self._tick.fileno(), 1)
-            # the tick alone does not keep the loop running
-            tick_watcher.ref = False
-            tick_watcher.start(self._tick.fire)
+            tick_watchers = (self._loop.io(self._tick.fileno(), 1),
+                             self._loop.prepare(priority=self._loop.MINPRI))
+            for watcher, callback in zip(tick_watchers, (self._tick.fire, self._tick.prepare)):
+                # the tick alone does not keep the loop running
+                watcher.ref = False
+                watcher.start(callback)
         # Listener addresses are read now: a graceful stop closes the
         # listeners while connections accepted just before are still to be
         # served, and getsockname() of a closed listener fails (EBADF: the
@@ -707,8 +712,9 @@ class GeventMutexWorker(GeventWorker):
             self._stop_gracefully(acceptor, accepting, threaded)
         finally:
             acceptor.close()
-            if tick_watcher is not None:
-                tick_watcher.close()
+            for watcher in tick_watchers:
+                watcher.close()
+            if self._tick is not None:
                 self._tick.close()
 
     def _stop_gracefully(self, acceptor, accepting, threaded):

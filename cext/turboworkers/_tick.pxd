@@ -6,8 +6,6 @@ cdef class Tick:
     cdef readonly bint armed
     cdef readonly long active       # requests in flight (begin() without end())
     cdef readonly unsigned long fired   # ticks the loop was woken for
-    cdef unsigned long started      # requests begun, ever
-    cdef unsigned long seen         # ``started`` at the previous tick
 
     cdef int _set(self, long ns) except -1
     cpdef begin(self)

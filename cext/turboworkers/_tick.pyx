@@ -9,8 +9,13 @@
 # 16-20% of its time in such waits, its CPU at 80%, and throughput fell short
 # by as much. A timerfd that the loop watches, firing every ``interval`` while
 # requests are in flight, ends each such wait within the interval: libev then
-# runs the timers that fell due. The tick stops once no request is in flight
-# and none began since the previous tick, so an idle worker is not woken.
+# runs the timers that fell due.
+#
+# The tick is switched on and off just before the loop would wait (a libev
+# prepare watcher): on when a request is in flight then (it waits on
+# something), off when none is. A request that runs start to end within one
+# pass of the loop (hello world) never switches it on, and an idle worker is
+# not woken.
 
 from libc.errno cimport errno, EAGAIN, EINTR
 from libc.stdint cimport uint64_t
@@ -23,11 +28,13 @@ from includes.sys_timerfd cimport (itimerspec, timerfd_create, timerfd_settime,
 
 
 cdef class Tick:
-    """A periodic timerfd, armed while requests are in flight.
+    """A periodic timerfd, armed while the event loop waits with requests in
+    flight.
 
     The worker calls ``begin()`` as a request starts and ``end()`` when it is
-    over; the event loop watches ``fileno()`` for reading and calls ``fire()``
-    when it is readable. Not thread-safe: one event loop's thread uses it.
+    over; the event loop calls ``prepare()`` before each wait (a prepare
+    watcher) and ``fire()`` when ``fileno()`` is readable. Not thread-safe:
+    one event loop's thread uses it.
     """
 
     def __cinit__(self, double interval):
@@ -63,29 +70,30 @@ cdef class Tick:
         return 0
 
     cpdef begin(self):
-        """A request starts: tick from now on, if not ticking already."""
+        """A request starts."""
         self.active += 1
-        self.started += 1
-        if not self.armed:
-            self._set(self.interval_ns)
 
     cpdef end(self):
         """A request is over (its every ``begin()`` needs one ``end()``)."""
         if self.active > 0:
             self.active -= 1
 
+    def prepare(self):
+        """The loop is about to wait: tick while requests are in flight."""
+        if self.active > 0:
+            if not self.armed:
+                self._set(self.interval_ns)
+        elif self.armed:
+            self._set(0)
+
     def fire(self):
-        """The loop saw the timerfd readable: take the expirations, and stop
-        ticking if no request is in flight and none began since last time."""
+        """The loop saw the timerfd readable: take the expirations."""
         cdef uint64_t n
         if self.fd < 0:
             return
         if read(self.fd, &n, sizeof(n)) < 0 and errno != EAGAIN and errno != EINTR:
             PyErr_SetFromErrno(OSError)
         self.fired += 1
-        if self.active == 0 and self.started == self.seen and self.armed:
-            self._set(0)
-        self.seen = self.started
 
     def close(self):
         if self.fd >= 0:

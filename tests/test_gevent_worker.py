@@ -1074,7 +1074,7 @@ def _timer_state(pid, fd):
 @pytest.mark.skipif(not ACCELERATED, reason="the tick is compiled")
 def test_loop_ticks_while_a_request_sleeps_and_stops_when_idle(gunicorn_server, tmp_path):
     """While a request waits on a gevent timer, the worker's timerfd fires
-    every 0.2 ms (libev alone would wake in whole milliseconds); once no
+    every 0.1 ms (gevent_mutex.TIMER_TICK) (libev alone would wake in whole milliseconds); once no
     request is in flight it is disarmed, so an idle worker is not woken."""
     srv = gunicorn_server(name="gevent-tick", worker_class=GEVENT, workers=1, args=COMMON_ARGS)
     pid = srv.worker_pids()[0]
@@ -1090,7 +1090,7 @@ def test_loop_ticks_while_a_request_sleeps_and_stops_when_idle(gunicorn_server, 
             time.sleep(0.01)
         assert marker.exists(), srv.log_tail()
         armed = {fd: t for fd, t in _timerfds(pid).items()
-                 if t["it_interval"] == "(0, 200000)"}
+                 if t["it_interval"] == "(0, 100000)"}
         assert len(armed) == 1, _timerfds(pid)
         (fd, state), = armed.items()
     finally:

@@ -83,15 +83,16 @@ def wrk_argv(url, connections, duration, threads=2, timeout=2.0, script=None, sc
     return argv
 
 
-def run_wrk(url, connections, duration, threads=2, timeout=2.0, script=None, script_args=()):
+def run_wrk(url, connections, duration, threads=2, timeout=2.0, script=None, script_args=(),
+            cpus=None):
     """Run wrk, bounded in time; returns (parsed figures, raw output).
 
     ``script`` is a Lua file of bench/lua/ (``wrk -s``), ``script_args`` what
-    its ``init(args)`` receives.
+    its ``init(args)`` receives; ``cpus`` the CPUs wrk may run on (all if None).
     """
     threads = max(1, min(threads, connections))
     argv = wrk_argv(url, connections, duration, threads, timeout, script, script_args)
-    rc, out, err = procs.run_bounded(argv, timeout=duration + timeout + 15)
+    rc, out, err = procs.run_bounded(argv, timeout=duration + timeout + 15, cpus=cpus)
     if rc is None:
         raise RuntimeError("wrk did not finish in time")
     if rc != 0:

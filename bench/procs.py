@@ -20,13 +20,24 @@ _running = {}      # pid -> Popen, everything started and not yet stopped
 _handlers_installed = False
 
 
-def spawn(argv, *, log_path=None, env=None, cwd=None):
-    """Start ``argv`` in a new session; its output goes to ``log_path``."""
+def _pinned(cpus):
+    """A preexec_fn that confines the child (and all it forks) to ``cpus``."""
+    if not cpus:
+        return None
+    cpus = set(cpus)
+    return lambda: os.sched_setaffinity(0, cpus)
+
+
+def spawn(argv, *, log_path=None, env=None, cwd=None, cpus=None):
+    """Start ``argv`` in a new session; its output goes to ``log_path``.
+
+    ``cpus``: the CPUs it and every process it forks may run on (all if None).
+    """
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL
     try:
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            env=env, cwd=cwd, start_new_session=True)
+            env=env, cwd=cwd, start_new_session=True, preexec_fn=_pinned(cpus))
     finally:
         if log_path:
             out.close()
@@ -34,15 +45,16 @@ def spawn(argv, *, log_path=None, env=None, cwd=None):
     return proc
 
 
-def run_bounded(argv, timeout, *, env=None, cwd=None):
+def run_bounded(argv, timeout, *, env=None, cwd=None, cpus=None):
     """Run a command to completion within ``timeout`` seconds.
 
     Returns ``(returncode, stdout, stderr)``; a command that overruns is
-    stopped like a server and reported with return code None.
+    stopped like a server and reported with return code None. ``cpus`` as
+    for ``spawn``.
     """
     proc = subprocess.Popen(
         argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env=env, cwd=cwd, start_new_session=True)
+        env=env, cwd=cwd, start_new_session=True, preexec_fn=_pinned(cpus))
     _running[proc.pid] = proc
     try:
         out, err = proc.communicate(timeout=timeout)

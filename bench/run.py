@@ -5,6 +5,12 @@ loopback port, warmed up, then measured in interleaved rounds
 (A B C, A B C, ...): round i of every server ran close in time, under the same
 conditions. Servers not being measured sit idle. The median over the rounds
 is reported, and ratios are taken round by round (see bench.stats).
+
+In a one-worker wrk scenario the server (every process of it) runs on one CPU
+and wrk on the others (``cpu_split``): the load generator is a machine of its
+own in any real deployment, and on two cores a server fast enough to keep wrk
+busy would otherwise share its core with wrk's threads, its latency then
+measuring the scheduler's time slices. ``--no-pin`` turns this off.
 """
 import argparse
 import dataclasses
@@ -121,6 +127,7 @@ def machine_meta(probe, args, argv):
         "warmup_s": args.warmup,
         "ab_requests": args.ab_requests,
         "herd_requests": args.herd_requests,
+        "pin_one_worker": not args.no_pin,
         "leak_requests": args.leak_requests,
         "leak_seconds": args.leak_seconds,
     }
@@ -197,8 +204,10 @@ def fmt_secs(s):
 class Running:
     """One started server: its process, port and worker pids."""
 
-    def __init__(self, server, scenario, args, tmpdir):
+    def __init__(self, server, scenario, args, tmpdir, cpus=None, load_cpus=None):
         self.server = server
+        self.cpus = cpus
+        self.load_cpus = load_cpus
         self.scenario = scenario
         self.tmpdir = tmpdir
         self.port = procs.free_port(HOST)
@@ -223,7 +232,7 @@ class Running:
             with open(path, "w") as f:
                 f.write(text)
         self.proc = procs.spawn(self.launch.argv, log_path=self.log_path,
-                                env=self.launch.env, cwd=self.launch.cwd)
+                                env=self.launch.env, cwd=self.launch.cwd, cpus=self.cpus)
 
     def log_tail(self, lines=4):
         try:
@@ -292,7 +301,8 @@ def measure(rs, args, warmup=False):
         return None
     if scenario.load == "wrk":
         duration = args.warmup if warmup else args.duration
-        figures, _ = loadgen.run_wrk(rs.url, rs.options["load_connections"], duration)
+        figures, _ = loadgen.run_wrk(rs.url, rs.options["load_connections"], duration,
+                                     cpus=rs.load_cpus)
         return figures
     if scenario.load == "ab":
         requests = max(100, args.ab_requests // 20) if warmup else args.ab_requests
@@ -353,13 +363,25 @@ def progress(i, total, t0, scenario, rnd, rounds, name, fig, rss):
         fig["failed"], rss_s)
 
 
+def cpu_split(scenario, args, available=None):
+    """(server CPUs, wrk CPUs) for ``scenario``, or (None, None) when
+    neither is pinned: only one-worker wrk scenarios, with two CPUs or more."""
+    if args.no_pin or scenario.workers != 1 or scenario.load != "wrk":
+        return None, None
+    cpus = sorted(os.sched_getaffinity(0) if available is None else available)
+    if len(cpus) < 2:
+        return None, None
+    return [cpus[0]], cpus[1:]
+
+
 def run_scenario(scenario, entries, args, counter, t0, sink, tmp_root):
     """Run one scenario; its result is appended to ``sink`` first, so that an
     interrupted run still reports what it measured."""
     rounds = scenario.rounds(args.rounds)
+    server_cpus, load_cpus = cpu_split(scenario, args)
     result = {"name": scenario.name, "title": scenario.title, "load": scenario.load,
               "app": scenario.app, "workers": scenario.workers, "rounds": rounds,
-              "servers": []}
+              "server_cpus": server_cpus, "load_cpus": load_cpus, "servers": []}
     sink.append(result)
     records = {}
     for server, reason in entries:
@@ -379,7 +401,7 @@ def run_scenario(scenario, entries, args, counter, t0, sink, tmp_root):
             tmpdir = os.path.join(scen_tmp, server.name)
             os.makedirs(tmpdir, exist_ok=True)
             os.chmod(tmpdir, 0o755)
-            rs = Running(server, scenario, args, tmpdir)
+            rs = Running(server, scenario, args, tmpdir, server_cpus, load_cpus)
             records[server.name]["options"] = rs.options
             rs.start()
             running.append(rs)
@@ -470,6 +492,9 @@ def parse_args(argv):
                     help="requests per server in leak-1m (also bounded by --leak-seconds)")
     ap.add_argument("--leak-seconds", type=float, default=180.0,
                     help="time limit per server in leak-1m")
+    ap.add_argument("--no-pin", action="store_true",
+                    help="let one-worker servers and wrk run on any CPU (by default the "
+                         "server gets the first CPU and wrk the others)")
     ap.add_argument("--python", default=sys.executable,
                     help="interpreter that runs the Python servers (default: this one)")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))

@@ -13,7 +13,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from bench import loadgen, procfs, report, stats  # noqa: E402
+from bench import loadgen, procfs, procs, report, stats  # noqa: E402
 from bench.scenarios import PRESETS, SCENARIOS  # noqa: E402
 from bench.servers import SERVERS, availability, nginx_conf  # noqa: E402
 
@@ -864,3 +864,29 @@ def test_reliability_report(tmp_path):
     assert "| turbo-sync | sem | 1 | 0.004 | 0.004 ✓ | 0 / 0 | 1 of 1 | 1 of 1 |" in md
     assert "400000 (time limit; target 1000000)" in md and "0.50 ✓" in md
     assert "not run: **turbo-gevent/sem**: not installed" in md
+
+
+def test_cpu_split_only_for_one_worker_wrk_scenarios():
+    from bench.run import cpu_split, parse_args
+    args = parse_args([])
+    assert cpu_split(SCENARIOS["hello-1w"], args, {0, 1}) == ([0], [1])
+    assert cpu_split(SCENARIOS["io-1w"], args, {3, 1, 2}) == ([1], [2, 3])
+    assert cpu_split(SCENARIOS["hello-2w"], args, {0, 1}) == (None, None)
+    assert cpu_split(SCENARIOS["conn-2w"], args, {0, 1}) == (None, None)
+    assert cpu_split(SCENARIOS["herd-8w"], args, {0, 1}) == (None, None)
+    assert cpu_split(SCENARIOS["hello-1w"], args, {0}) == (None, None)
+    assert cpu_split(SCENARIOS["hello-1w"], parse_args(["--no-pin"]), {0, 1}) == (None, None)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_pinned_processes_and_their_children_stay_on_their_cpus():
+    # the server's workers are forked by its master: they must inherit it
+    cpu = max(os.sched_getaffinity(0))
+    code = ("import os, sys; pid = os.fork()\n"
+            "if pid == 0: print(sorted(os.sched_getaffinity(0))); sys.stdout.flush(); os._exit(0)\n"
+            "os.waitpid(pid, 0); print(sorted(os.sched_getaffinity(0)))")
+    rc, out, _ = procs.run_bounded([sys.executable, "-c", code], timeout=30, cpus=[cpu])
+    assert rc == 0
+    assert out.split("\n")[:2] == [str([cpu])] * 2
+    rc, out, _ = procs.run_bounded([sys.executable, "-c", code], timeout=30)
+    assert out.split("\n")[0] == str(sorted(os.sched_getaffinity(0)))

@@ -16,6 +16,7 @@ import select
 import signal
 import socket
 import tempfile
+import threading
 import time
 import traceback
 
@@ -1286,3 +1287,128 @@ def test_accept_round_stop_fd_gives_the_turn_back_without_accepting(round_parts,
         conn.close()
     finally:
         os.close(stop)
+
+
+# -- AcceptRound: a turn handed to the event loop ------------------------------
+
+@needs_cython
+def test_turn_take_accept_from_and_end_turn(round_parts, semaphore):
+    listener, ep, efd, clients = round_parts
+    rnd = _accept.AcceptRound(ep, efd, 16, 3, semaphore)
+    assert rnd.accept_from(listener.fileno(), 16) == ([], 0)       # no turn: nothing
+    assert rnd.take(WAIT) is True
+    assert rnd.holding and semaphore.value() == 0 and rnd.turns == 1
+    assert _woken(efd) == 1                                          # the event loop is told
+    assert rnd.take(WAIT) is True and rnd.turns == 1 and _woken(efd) == 0  # held already
+    _connect(listener, clients, 5)
+    wait_until(lambda: ep.wait(0), "connections in the backlog")
+    got, err = rnd.accept_from(listener.fileno(), 2)
+    assert err == 0 and len(got) == 2 and rnd.turn_left == 1 and rnd.accepted == 2
+    assert [addr for _, addr in got] == [c.getsockname() for c in clients[:2]]
+    for fd, _ in got:
+        assert os.get_blocking(fd) is False
+        os.close(fd)
+    # the turn's last accept, however many more wait
+    got, err = rnd.accept_from(listener.fileno(), 16)
+    assert len(got) == 1 and rnd.turn_left == 0 and rnd.accepted == 3
+    os.close(got[0][0])
+    assert rnd.accept_from(listener.fileno(), 16) == ([], 0)
+    assert rnd.holding                              # ended by end_turn, not by the count
+    assert rnd.end_turn() is True
+    assert not rnd.holding and semaphore.value() == 1
+    assert rnd.end_turn() is False and semaphore.value() == 1
+    assert rnd.accept_from(listener.fileno(), 16) == ([], 0)
+    # a new turn: a full count again, and the two waiting connections
+    assert rnd.take(WAIT) and rnd.turn_left == 3 and rnd.turns == 2
+    got, err = rnd.accept_from(listener.fileno(), 16)
+    assert len(got) == 2 and err == 0 and rnd.turn_left == 1
+    for fd, _ in got:
+        os.close(fd)
+    rnd.end_turn()
+
+
+@needs_cython
+def test_turn_take_times_out_while_another_holds_it(round_parts, semaphore):
+    _, ep, efd, _ = round_parts
+    rnd = _accept.AcceptRound(ep, efd, 16, 16, semaphore)
+    assert semaphore.try_acquire()
+    try:
+        assert rnd.take(0.05) is False
+        assert not rnd.holding and rnd.turns == 0 and _woken(efd) == 0
+    finally:
+        semaphore.release()
+
+
+@needs_cython
+def test_turn_take_reports_a_removed_semaphore(round_parts):
+    _, ep, efd, _ = round_parts
+    sem = _accept.Semaphore.create()
+    sem.remove()
+    rnd = _accept.AcceptRound(ep, efd, 16, 16, sem)
+    with pytest.raises(OSError) as info:
+        rnd.take(0.05)
+    assert info.value.errno in (errno.EINVAL, errno.EIDRM) and not rnd.holding
+
+
+@needs_cython
+def test_turn_accept_error_is_reported(round_parts, semaphore):
+    _, ep, efd, _ = round_parts
+    rnd = _accept.AcceptRound(ep, efd, 16, 16, semaphore)
+    assert rnd.take(WAIT)
+    s = socket.socket()
+    try:
+        # not listening: accept4 fails with EINVAL
+        assert rnd.accept_from(s.fileno(), 16) == ([], errno.EINVAL)
+    finally:
+        s.close()
+        rnd.end_turn()
+    assert semaphore.value() == 1
+
+
+@needs_cython
+def test_turn_ended_from_many_threads_at_once_is_let_go_once(round_parts, semaphore):
+    # the event loop and the accept thread may both end a turn: the mutex
+    # must be let go once, or two workers would hold it from then on
+    _, ep, efd, _ = round_parts
+    rnd = _accept.AcceptRound(ep, efd, 16, 16, semaphore)
+    for _ in range(50):
+        assert rnd.take(WAIT)
+        barrier = threading.Barrier(4)
+        results = []
+
+        def end():
+            barrier.wait()
+            results.append(rnd.end_turn())
+        threads = [threading.Thread(target=end) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert sorted(results) == [False, False, False, True]
+        assert semaphore.value() == 1
+
+
+@needs_cython
+def test_turn_with_the_file_lock(round_parts, lock_path):
+    _, ep, efd, _ = round_parts
+    fd = os.open(lock_path, os.O_RDWR | os.O_CLOEXEC)
+
+    def seen_from_another_process():
+        def child(w):
+            mine = _accept.FileLock(os.open(lock_path, os.O_RDWR))
+            os.write(w, b"held" if mine.held_elsewhere() else b"free")
+        pid, r = fork_child(child)
+        try:
+            msg = read_msg(r)
+            assert exit_code(reap(pid)) == 0
+            return msg
+        finally:
+            os.close(r)
+    try:
+        rnd = _accept.AcceptRound(ep, efd, 16, 2, None, _accept.FileLock(fd))
+        assert rnd.take(WAIT) and rnd.holding and _woken(efd) == 1
+        assert seen_from_another_process() == b"held"
+        assert rnd.end_turn() is True and not rnd.holding
+        assert seen_from_another_process() == b"free"
+    finally:
+        os.close(fd)

@@ -659,6 +659,52 @@ def test_herd_spread_over_workers(gunicorn_server, e2e_report):
     assert len(served) > 1, served
 
 
+def _thread_switches(pids):
+    """Voluntary context switches of each worker's main thread (the hub) and
+    of its other threads, summed: (hub, others)."""
+    hub = others = 0
+    for pid in pids:
+        for tid in os.listdir("/proc/%d/task" % pid):
+            with open("/proc/%d/task/%s/status" % (pid, tid)) as f:
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        n = int(line.split()[1])
+                        if int(tid) == pid:
+                            hub += n
+                        else:
+                            others += n
+    return hub, others
+
+
+@pytest.mark.skipif(not ACCELERATED, reason="the accept thread needs the compiled extension")
+@pytest.mark.parametrize("engine", ["sem", "fcntl"])
+def test_a_connection_wakes_the_hub_not_the_accept_thread(gunicorn_server, e2e_report, engine):
+    """With a mutex, the accept thread only waits for the mutex: the hub
+    waits for the listeners and accepts during its turn, so the thread wakes
+    a few times per turn of 16 connections, not once per connection."""
+    srv = gunicorn_server(name="gevent-turns-%s" % engine, worker_class=GEVENT, workers=2,
+                          args=COMMON_ARGS, env={"TURBOWORKERS_ACCEPT": engine})
+    for _ in range(8):
+        assert srv.get("/_/pid").status == 200
+    pids = srv.worker_pids()
+    n = 96
+    hub0, thread0 = _thread_switches(pids)
+    served = {}
+    for _ in range(n):
+        resp = srv.get("/_/pid")
+        assert resp.status == 200
+        served[resp.body] = served.get(resp.body, 0) + 1
+    hub1, thread1 = _thread_switches(pids)
+    e2e_report("engine %s: %d sequential connections over 2 workers %s: the hubs slept %d times, "
+               "the accept threads %d times" % (engine, n, sorted(served.values()),
+                                                hub1 - hub0, thread1 - thread0))
+    assert len(served) == 2, served
+    # each connection wakes a hub at least once; a thread waiting for the
+    # listeners would wake as often
+    assert hub1 - hub0 >= n
+    assert thread1 - thread0 < n // 2
+
+
 def test_other_accept_engines(gunicorn_server, e2e_report):
     """fcntl, epoll and none (stock gunicorn's way) serve as well."""
     started = {}

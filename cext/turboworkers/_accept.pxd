@@ -48,9 +48,13 @@ cdef class AcceptRound:
                                               # not taken it is deemed stuck
     cdef int capacity                         # most connections of one round
     cdef bint has_mutex
-    cdef readonly bint holding                # this worker's turn at the mutex
+    # this worker's turn at the mutex (0 or 1): set and cleared with atomic
+    # operations, as the accept thread and the event loop may both end a turn
+    cdef readonly int holding
     cdef int turn                             # accepts per turn at the mutex
-    cdef int turn_left
+    cdef readonly int turn_left
+    cdef readonly unsigned long accepted      # by accept_from, ever
+    cdef readonly unsigned long turns         # taken by take(), ever
     # fcntl: the last turn ended full; before asking for the lock again, let
     # one of the workers woken by its release take it (see _let_waiter_in)
     cdef bint yield_due

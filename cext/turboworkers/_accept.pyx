@@ -34,6 +34,20 @@ cdef extern from *:
     void _set_errno "tw_set_errno"(int e) noexcept nogil
 
 
+cdef extern from *:
+    """
+    static inline int tw_cas_int(int *p, int expected, int desired) {
+        return __atomic_compare_exchange_n(p, &expected, desired, 0,
+                                           __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+    }
+    static inline void tw_store_int(int *p, int v) { __atomic_store_n(p, v, __ATOMIC_SEQ_CST); }
+    static inline int tw_load_int(int *p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
+    """
+    bint _cas "tw_cas_int"(int *p, int expected, int desired) noexcept nogil
+    void _store "tw_store_int"(int *p, int v) noexcept nogil
+    int _load "tw_load_int"(int *p) noexcept nogil
+
+
 cdef inline void _timespec(timespec *ts, double seconds) noexcept nogil:
     if seconds < 0:
         seconds = 0
@@ -423,13 +437,84 @@ cdef class AcceptRound:
 
     def give_back(self):
         """Let the mutex go, if this worker holds it (shedding, stopping)."""
+        self.end_turn()
+
+    # -- a turn handed to the event loop ------------------------------------
+    #
+    # The other way to use a round: the accept thread only waits for the
+    # mutex (take), the event loop then waits for the listeners itself and
+    # accepts while the turn lasts (accept_from), and whoever ends the turn
+    # first lets the mutex go (end_turn). A connection then wakes the event
+    # loop alone, not the thread and then the loop.
+
+    def take(self, double wait):
+        """Wait up to ``wait`` seconds for the mutex, without the GIL; True
+        when held. The turn (``turn`` accepts) begins, and the event loop is
+        woken (the notify fd) before the GIL is asked for again. OSError if
+        the mutex failed (the semaphore was removed, say)."""
+        cdef timespec ts
+        cdef int rc
+        if _load(&self.holding):
+            return True
+        _timespec(&ts, wait)
+        with nogil:
+            if self.yield_due:
+                self.yield_due = False
+                self._let_waiter_in()
+            rc = self._take(&ts)
+            if rc == 1:
+                self.turn_left = self.turn
+                self.turns += 1
+                _store(&self.holding, 1)
+                self._notify()
+        if rc < 0:
+            PyErr_SetFromErrno(OSError)
+        return rc == 1
+
+    def accept_from(self, int fd, int limit):
+        """While this worker holds the turn: accept up to ``limit``
+        connections, no more than the turn has left, from the non-blocking
+        listener ``fd``. The GIL is kept: accept4 on a non-blocking socket
+        does not wait. Returns ([(new fd, peer address), ...], errno of an
+        accept error other than "nothing there", or 0)."""
+        cdef int got = 0, nfd, err = 0, i
+        if not _load(&self.holding):
+            return [], 0
+        if limit > self.turn_left:
+            limit = self.turn_left
+        if limit > self.capacity:
+            limit = self.capacity
+        while got < limit:
+            self.addrlens[got] = sizeof(sockaddr_storage)
+            nfd = accept4(fd, <sockaddr *>&self.addrs[got], &self.addrlens[got],
+                          SOCK_CLOEXEC | SOCK_NONBLOCK)
+            if nfd < 0:
+                if errno != EAGAIN and errno != EINTR and errno != ECONNABORTED \
+                        and errno != EPROTO:
+                    err = errno
+                break
+            self.fds[got] = nfd
+            got += 1
+        self.turn_left -= got
+        self.accepted += got
+        return ([(self.fds[i], _address(<sockaddr *>&self.addrs[i], self.addrlens[i]))
+                 for i in range(got)], err)
+
+    def end_turn(self):
+        """Let the mutex go if this worker holds it; True when this call did.
+        The event loop and the thread may both call it at once: one of them
+        lets it go, never both."""
         cdef int rc = 0
-        if self.holding:
-            self.holding = False
-            with nogil:
-                rc = self._give_back()
-            if rc < 0:
-                PyErr_SetFromErrno(OSError)
+        if not _cas(&self.holding, 1, 0):
+            return False
+        # fcntl: a turn that ended full lets a woken waiter in before this
+        # worker asks again (see _let_waiter_in)
+        self.yield_due = self.lock is not None and self.turn_left <= 0
+        with nogil:
+            rc = self._give_back()
+        if rc < 0:
+            PyErr_SetFromErrno(OSError)
+        return True
 
     def round(self, int limit, double wait):
         """One round; returns (connections, accept errno, fatal errno, busy).
@@ -468,7 +553,7 @@ cdef class AcceptRound:
                     self._let_waiter_in()
                 rc = self._take(&ts)
                 if rc == 1:
-                    self.holding = True
+                    _store(&self.holding, 1)
                     self.turn_left = self.turn
                 elif rc < 0:
                     fatal = errno
@@ -518,7 +603,7 @@ cdef class AcceptRound:
                     # blocked on the fcntl lock (no time limit there) sees
                     # a stop within that time
                     if busy or err or fatal or stop or self.turn_left <= 0 or n == 0:
-                        self.holding = False
+                        _store(&self.holding, 0)
                         if self._give_back() < 0 and fatal == 0:
                             fatal = errno
                         self.yield_due = (self.lock is not None and self.turn_left <= 0

@@ -195,8 +195,9 @@ def _duration(s):
 METHOD = """\
 Method: client and servers share the same {nproc} cores on loopback, so only ratios
 measured in the same run mean anything. In a one-worker wrk scenario every process of
-the server is confined to one CPU and wrk to the others (said under the scenario's
-table), so that wrk's threads do not take turns with the worker on its core. The servers of a scenario run side by side
+the server is confined to one CPU and wrk, with one thread per CPU, to the others (said
+under the scenario's table), so that neither the worker nor wrk's threads take turns
+on a core. The servers of a scenario run side by side
 (idle while another is measured) and are measured in interleaved rounds (A B C, A B C,
 ...). Figures are medians over the rounds; a ratio is the median of the per-round
 ratios (round i of both servers ran close in time). "failed" sums non-2xx answers,
@@ -227,7 +228,7 @@ def markdown(results, plots):
             out += ["%d rounds in this scenario." % scen["rounds"], ""]
         out += scenario_table(scen)
         if scen.get("server_cpus"):
-            out += ["", "Pinned: the server on CPU %s, wrk on CPU %s." % (
+            out += ["", "Pinned: the server on CPU %s, wrk (one thread per CPU) on CPU %s." % (
                 ",".join(map(str, scen["server_cpus"])), ",".join(map(str, scen["load_cpus"])))]
         opts = _options_line(scen)
         if opts:

@@ -10,7 +10,8 @@ In a one-worker wrk scenario the server (every process of it) runs on one CPU
 and wrk on the others (``cpu_split``): the load generator is a machine of its
 own in any real deployment, and on two cores a server fast enough to keep wrk
 busy would otherwise share its core with wrk's threads, its latency then
-measuring the scheduler's time slices. ``--no-pin`` turns this off.
+measuring the scheduler's time slices. wrk then runs one thread per CPU it
+has, for the same reason. ``--no-pin`` turns this off.
 """
 import argparse
 import dataclasses
@@ -301,8 +302,11 @@ def measure(rs, args, warmup=False):
         return None
     if scenario.load == "wrk":
         duration = args.warmup if warmup else args.duration
+        # pinned: one wrk thread per CPU it has, so that its threads do not
+        # take turns on one core either
+        threads = len(rs.load_cpus) if rs.load_cpus else 2
         figures, _ = loadgen.run_wrk(rs.url, rs.options["load_connections"], duration,
-                                     cpus=rs.load_cpus)
+                                     threads=threads, cpus=rs.load_cpus)
         return figures
     if scenario.load == "ab":
         requests = max(100, args.ab_requests // 20) if warmup else args.ab_requests

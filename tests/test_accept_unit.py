@@ -1368,7 +1368,10 @@ def test_turn_accept_error_is_reported(round_parts, semaphore):
 @needs_cython
 def test_turn_ended_from_many_threads_at_once_is_let_go_once(round_parts, semaphore):
     # the event loop and the accept thread may both end a turn: the mutex
-    # must be let go once, or two workers would hold it from then on
+    # must be let go once, or two workers would hold it from then on. The
+    # callers hold the GIL but end_turn lets it go around the release itself:
+    # a turn that still reads as held while its release runs would be released
+    # twice here.
     _, ep, efd, _ = round_parts
     rnd = _accept.AcceptRound(ep, efd, 16, 16, semaphore)
     for _ in range(50):

@@ -435,8 +435,9 @@ class EpollThreadAcceptor:
             self.error = e
             self.running = False
         finally:
-            self._done.release()
+            # before the release: once ``dead``, close() may close the fd
             self.round.notify()
+            self._done.release()
 
     # -- in the hub ----------------------------------------------------------
 
@@ -623,48 +624,66 @@ class TurnAcceptor:
             self.running = False
         finally:
             try:
-                if round_.end_turn():
-                    self._write(self.turn_fd)
+                round_.end_turn()
             except OSError:
                 pass
-            self._done.release()
+            # before the release: once ``dead``, close() may close the fd
             self._write(self.turn_fd)
+            self._done.release()
 
     def _watch_turn(self):
         """Until the turn is over and the hub has seen it so; a stuck or
-        idle hub's turn is taken back."""
+        idle hub's turn is taken back.
+
+        The looks are timed, not counted: a wake-up before the next look (an
+        ``over_fd`` write left from the end of an earlier turn, say) only
+        resumes the wait, so a turn the hub has not yet had a chance to use
+        is never judged."""
         round_ = self.round
         interval = STUCK_AFTER
         seen = round_.accepted
         quiet_since = time.monotonic()
+        look_at = quiet_since + interval
         while True:
-            ready = self.poller.wait(interval)
-            if self.over_fd in ready:
-                _drain(self.over_fd)
+            self.poller.wait(max(0.0, look_at - time.monotonic()))
+            # only a wake-up: the state below says what happened
+            _drain(self.over_fd)
             if not (self.running and self.worker.alive):
                 # the hub ends the turn as it stops; if it has not yet
                 if round_.end_turn():
                     self._write(self.turn_fd)
                 return
-            if not round_.holding:
+            holding = round_.holding
+            now = time.monotonic()
+            if holding == 0:
                 if not self.in_turn and self.turns_seen == round_.turns:
                     return
-                # taken back: wait until the hub has seen it
-                interval = min(max(interval, SHED_POLL) * 2, self.wait)
+                # taken back: wait until the hub has seen it (it writes
+                # over_fd then)
+                look_at = now + self.wait
                 continue
-            now = time.monotonic()
+            if holding != 1:
+                # being let go by the hub, which writes over_fd once done
+                look_at = now + SHED_POLL
+                continue
+            if now < look_at:
+                continue
             accepted = round_.accepted
             if accepted != seen:
                 seen = accepted
                 quiet_since = now
                 interval = STUCK_AFTER
+                look_at = now + interval
                 continue
             if self._probe.poll(0) or now - quiet_since >= self.wait:
                 # stuck (a connection waits, none taken), or idle
                 if round_.end_turn():
                     self._write(self.turn_fd)
+                look_at = now + self.wait
                 continue
             interval = min(interval * 2, self.wait)
+            # the idle end comes ``wait`` after the last accept, not later
+            look_at = min(now + interval, quiet_since + self.wait)
 
     @staticmethod
     def _write(fd):
@@ -678,7 +697,7 @@ class TurnAcceptor:
     def _on_turn(self):
         _drain(self.turn_fd)
         self.turns_seen = self.round.turns
-        if self.round.holding and self.running:
+        if self.round.holding == 1 and self.running:
             if not self.in_turn:
                 self.in_turn = True
                 for watcher, listener in self.watchers:
@@ -702,7 +721,7 @@ class TurnAcceptor:
     def _on_listener(self, listener):
         round_ = self.round
         pool = self.pool
-        if not round_.holding:
+        if round_.holding != 1:
             # taken back by the thread: the turn_fd callback says so too
             self._let_go()
             return

@@ -48,8 +48,9 @@ cdef class AcceptRound:
                                               # not taken it is deemed stuck
     cdef int capacity                         # most connections of one round
     cdef bint has_mutex
-    # this worker's turn at the mutex (0 or 1): set and cleared with atomic
-    # operations, as the accept thread and the event loop may both end a turn
+    # this worker's turn at the mutex: 1 held, 2 being let go, 0 free; set
+    # and cleared with atomic operations, as the accept thread and the event
+    # loop may both end a turn
     cdef readonly int holding
     cdef int turn                             # accepts per turn at the mutex
     cdef readonly int turn_left

@@ -454,7 +454,7 @@ cdef class AcceptRound:
         the mutex failed (the semaphore was removed, say)."""
         cdef timespec ts
         cdef int rc
-        if _load(&self.holding):
+        if _load(&self.holding) == 1:
             return True
         _timespec(&ts, wait)
         with nogil:
@@ -478,7 +478,7 @@ cdef class AcceptRound:
         does not wait. Returns ([(new fd, peer address), ...], errno of an
         accept error other than "nothing there", or 0)."""
         cdef int got = 0, nfd, err = 0, i
-        if not _load(&self.holding):
+        if _load(&self.holding) != 1:
             return [], 0
         if limit > self.turn_left:
             limit = self.turn_left
@@ -503,15 +503,21 @@ cdef class AcceptRound:
     def end_turn(self):
         """Let the mutex go if this worker holds it; True when this call did.
         The event loop and the thread may both call it at once: one of them
-        lets it go, never both."""
+        lets it go, never both.
+
+        ``holding`` is 2 while the mutex is being let go, and 0 only once it
+        is: an fcntl lock belongs to the process, so a take() that asked
+        for it before the unlock would be granted at once, and the unlock
+        would then take it away from the new turn."""
         cdef int rc = 0
-        if not _cas(&self.holding, 1, 0):
+        if not _cas(&self.holding, 1, 2):
             return False
         # fcntl: a turn that ended full lets a woken waiter in before this
         # worker asks again (see _let_waiter_in)
         self.yield_due = self.lock is not None and self.turn_left <= 0
         with nogil:
             rc = self._give_back()
+            _store(&self.holding, 0)
         if rc < 0:
             PyErr_SetFromErrno(OSError)
         return True

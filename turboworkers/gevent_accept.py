@@ -20,10 +20,12 @@ import time
 
 import gevent
 from gevent.hub import Waiter, get_hub
+from gevent.monkey import get_original
 
 from turboworkers import accept as _accept
 
-# Connections one wake-up of the accept thread takes at most.
+# Connections one wake-up (of the accept thread, or of the hub during its
+# turn) takes at most.
 ACCEPT_BATCH = 16
 # Connections one turn at the mutex takes before the mutex goes to the next
 # worker in line (over several wake-ups if they come one by one).
@@ -33,9 +35,9 @@ ACCEPTS_PER_TURN = 16
 SHED_NUM, SHED_DEN = 7, 8
 # While shedding: how often the worker looks at its pool again.
 SHED_POLL = 0.005
-# A batch of new connections the hub has not taken this long after it was
-# handed over means the hub is stuck (in CPU-bound code, say): the turn at
-# the mutex goes to the other workers.
+# A hub that has taken nothing this long while connections wait is stuck (in
+# CPU-bound code, say): EpollThreadAcceptor accepts no more for it meanwhile,
+# and TurnAcceptor takes its turn back (its first look; later ones double).
 STUCK_AFTER = 0.02
 # After an accept error other than "nothing there" (EMFILE, ENOBUFS...).
 ACCEPT_ERROR_PAUSE = 0.1
@@ -55,7 +57,56 @@ class _StopAccepting(Exception):
     """Thrown into the accepting greenlet when the worker stops."""
 
 
-class HubAcceptor:
+def _open_mutex(engine):
+    """(semaphore, lock file descriptor) of a mutex engine, either None."""
+    if engine == "sem":
+        sem = _accept.Shared.semaphore
+        if sem is None:
+            raise _accept.AcceptConfigError("%s=sem: no semaphore (the compiled extension "
+                                            "is missing or the master made none)" % _accept.ENV)
+        return sem, None
+    if engine == "fcntl":
+        if _accept.Shared.lock_path is None:
+            raise _accept.AcceptConfigError("%s=fcntl: the master made no lock file"
+                                            % _accept.ENV)
+        return None, os.open(_accept.Shared.lock_path, os.O_RDWR | os.O_CLOEXEC)
+    return None, None
+
+
+class _Acceptor:
+    """What every acceptor holds; the listeners made non-blocking, and
+    TCP_DEFER_ACCEPT set where other workers share them."""
+
+    error = None
+    lock_fd = None
+
+    def __init__(self, worker, engine, listeners, pool, wait, log):
+        self.worker = worker
+        self.engine = engine
+        self.listeners = listeners
+        self.pool = pool
+        self.wait = wait
+        self.log = log
+        self.hub = get_hub()
+        self.running = True
+        self.by_fd = {l.fileno(): l for l in listeners}
+        connections = max(1, worker.worker_connections)
+        # shared listeners: sit out above 7/8 full, so the other workers serve
+        self.high = connections * SHED_NUM // SHED_DEN if engine != "solo" else connections
+        for l in listeners:
+            l.setblocking(False)
+            if engine != "solo":
+                _accept.defer_accept(l)
+
+    def _close_lock_fd(self):
+        if self.lock_fd is not None:
+            try:
+                os.close(self.lock_fd)
+            except OSError:
+                pass
+
+
+class HubAcceptor(_Acceptor):
     """Accepting from a greenlet, waiting for the listeners in the hub.
 
     Used with one worker (``solo``: no mutex), for ``none`` (every worker
@@ -69,43 +120,16 @@ class HubAcceptor:
     there.
     """
 
-    error = None
-
     def __init__(self, worker, engine, listeners, pool, wait, log):
-        self.worker = worker
-        self.engine = engine
-        self.listeners = listeners
-        self.pool = pool
-        self.wait = wait
-        self.log = log
-        self.hub = get_hub()
-        self.running = True
+        super().__init__(worker, engine, listeners, pool, wait, log)
         self.in_mutex_wait = False
-        connections = max(1, worker.worker_connections)
         self.batch = ACCEPT_BATCH
-        # with a mutex: sit out above 7/8 full, so the other workers serve
-        self.high = connections * SHED_NUM // SHED_DEN if engine != "solo" else connections
         self.watchers = [self.hub.loop.io(l.fileno(), 1) for l in listeners]
-        for l in listeners:
-            l.setblocking(False)
-            if engine != "solo":
-                _accept.defer_accept(l)
-        self.sem = self.lock = self.lock_fd = self.poller = None
-        self.by_fd = {l.fileno(): l for l in listeners}
-        if engine == "sem":
-            self.sem = _accept.Shared.semaphore
-            if self.sem is None:
-                raise _accept.AcceptConfigError("%s=sem: no semaphore (the compiled extension "
-                                                "is missing or the master made none)"
-                                                % _accept.ENV)
-        elif engine == "fcntl":
-            if _accept.Shared.lock_path is None:
-                raise _accept.AcceptConfigError("%s=fcntl: the master made no lock file"
-                                                % _accept.ENV)
-            self.lock_fd = os.open(_accept.Shared.lock_path, os.O_RDWR | os.O_CLOEXEC)
-            if _accept._sys is not None:
-                self.lock = _accept._sys.FileLock(self.lock_fd)
-        elif engine == "epoll":
+        self.lock = self.poller = None
+        self.sem, self.lock_fd = _open_mutex(engine)
+        if self.lock_fd is not None and _accept._sys is not None:
+            self.lock = _accept._sys.FileLock(self.lock_fd)
+        if engine == "epoll":
             self.rotate = _accept.rotate_from_env()
             self.accepted = 0
             self.next_rotation = self.rotate
@@ -113,7 +137,6 @@ class HubAcceptor:
                 self.poller = _accept._sys.Epoll()
             else:
                 # gevent's patched select module has no epoll
-                from gevent.monkey import get_original
                 self.poller = get_original("select", "epoll")()
             self._register()
 
@@ -307,14 +330,52 @@ class HubAcceptor:
     def close(self):
         if self.poller is not None:
             self.poller.close()
-        if self.lock_fd is not None:
-            try:
-                os.close(self.lock_fd)
-            except OSError:
-                pass
+        self._close_lock_fd()
 
 
-class EpollThreadAcceptor:
+class _ThreadedAcceptor(_Acceptor):
+    """An acceptor with a native thread of its own (started once, not
+    patched by gevent), which needs the compiled extension."""
+
+    def __init__(self, worker, engine, listeners, pool, wait, log):
+        super().__init__(worker, engine, listeners, pool, wait, log)
+        if _accept._sys is None:
+            raise _accept.AcceptConfigError("%s=%s: needs the compiled extension with a gevent "
+                                            "worker" % (_accept.ENV, engine))
+        self._sleep = get_original("time", "sleep")
+        self._done = get_original("_thread", "allocate_lock")()
+        self._start_thread = get_original("_thread", "start_new_thread")
+
+    @property
+    def dead(self):
+        return not self._done.locked()
+
+    @staticmethod
+    def _write(fd):
+        try:
+            os.write(fd, (1).to_bytes(8, "little"))
+        except OSError:
+            pass
+
+    def _join(self):
+        # every wait of the thread is bounded by ``wait``
+        deadline = time.monotonic() + self.wait + 2.0
+        while not self.dead and time.monotonic() < deadline:
+            gevent.sleep(0.01)
+
+    def _close_fds(self, *fds):
+        # only once the thread is gone: it may still write to them
+        if self.dead:
+            self.poller.close()
+            for fd in fds:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._close_lock_fd()
+
+
+class EpollThreadAcceptor(_ThreadedAcceptor):
     """Accepting with an exclusive epoll (``epoll``) and the compiled
     extension: the waiting is done by one native thread of the worker.
 
@@ -334,30 +395,9 @@ class EpollThreadAcceptor:
     """
 
     def __init__(self, worker, engine, listeners, pool, wait, log):
-        from gevent.monkey import get_original
-        self.worker = worker
-        self.engine = engine
-        self.pool = pool
-        self.wait = wait
-        self.log = log
-        self.hub = get_hub()
-        self.running = True
-        self.listeners = listeners
-        self.by_fd = {l.fileno(): l for l in listeners}
-        connections = max(1, worker.worker_connections)
-        # sit out above 7/8 full, so the other workers serve
-        self.high = connections * SHED_NUM // SHED_DEN
+        super().__init__(worker, engine, listeners, pool, wait, log)
         self.ready = collections.deque()
-        self._sleep = get_original("time", "sleep")
-        self._done = get_original("_thread", "allocate_lock")()
-        self._start_thread = get_original("_thread", "start_new_thread")
         self.rotate = _accept.rotate_from_env()
-        for l in listeners:
-            l.setblocking(False)
-            _accept.defer_accept(l)
-        if _accept._sys is None:
-            raise _accept.AcceptConfigError("%s=%s: needs the compiled extension with a gevent "
-                                            "worker" % (_accept.ENV, engine))
         self.poller = _accept._sys.Epoll()
         self._register()
         self.wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
@@ -441,8 +481,6 @@ class EpollThreadAcceptor:
 
     # -- in the hub ----------------------------------------------------------
 
-    error = None
-
     def _on_ready(self):
         try:
             os.read(self.wake_fd, 8)
@@ -472,40 +510,25 @@ class EpollThreadAcceptor:
         self._done.acquire()
         self._start_thread(self._thread_main, ())
 
-    @property
-    def dead(self):
-        return not self._done.locked()
-
     def stop_now(self):
         """Tell the thread to take no more connections (it leaves the line
         of waiters at once); ``stop`` then waits for it."""
         self.running = False
-        try:
-            os.write(self.stop_fd, (1).to_bytes(8, "little"))
-        except OSError:
-            pass
+        self._write(self.stop_fd)
 
     def stop(self):
         """Stop accepting. The thread ends; what it accepted until then is
         served."""
         self.stop_now()
-        deadline = time.monotonic() + self.wait + 2.0
-        while not self.dead and time.monotonic() < deadline:
-            gevent.sleep(0.01)
+        self._join()
         self._on_ready()
 
     def close(self):
         self.watcher.stop()
-        if self.dead:
-            self.poller.close()
-            for fd in (self.wake_fd, self.stop_fd):
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+        self._close_fds(self.wake_fd, self.stop_fd)
 
 
-class TurnAcceptor:
+class TurnAcceptor(_ThreadedAcceptor):
     """Accepting with a cross-process mutex (sem, fcntl) and the compiled
     extension: a native thread waits for the mutex, the hub for the listeners.
 
@@ -537,44 +560,10 @@ class TurnAcceptor:
     of the hub and the thread calls it first.
     """
 
-    error = None
-
     def __init__(self, worker, engine, listeners, pool, wait, log):
-        from gevent.monkey import get_original
-        self.worker = worker
-        self.engine = engine
-        self.pool = pool
-        self.wait = wait
-        self.log = log
-        self.hub = get_hub()
-        self.running = True
-        self.listeners = listeners
-        connections = max(1, worker.worker_connections)
-        # sit out above 7/8 full, so the other workers serve
-        self.high = connections * SHED_NUM // SHED_DEN
-        self._sleep = get_original("time", "sleep")
-        self._done = get_original("_thread", "allocate_lock")()
-        self._start_thread = get_original("_thread", "start_new_thread")
-        self.lock_fd = None
-        for l in listeners:
-            l.setblocking(False)
-            _accept.defer_accept(l)
-        if _accept._sys is None:
-            raise _accept.AcceptConfigError("%s=%s: needs the compiled extension with a gevent "
-                                            "worker" % (_accept.ENV, engine))
-        sem = lock = None
-        if engine == "sem":
-            sem = _accept.Shared.semaphore
-            if sem is None:
-                raise _accept.AcceptConfigError("%s=sem: no semaphore (the compiled extension "
-                                                "is missing or the master made none)"
-                                                % _accept.ENV)
-        else:
-            if _accept.Shared.lock_path is None:
-                raise _accept.AcceptConfigError("%s=fcntl: the master made no lock file"
-                                                % _accept.ENV)
-            self.lock_fd = os.open(_accept.Shared.lock_path, os.O_RDWR | os.O_CLOEXEC)
-            lock = _accept._sys.FileLock(self.lock_fd)
+        super().__init__(worker, engine, listeners, pool, wait, log)
+        sem, self.lock_fd = _open_mutex(engine)
+        lock = _accept._sys.FileLock(self.lock_fd) if self.lock_fd is not None else None
         flags = os.EFD_NONBLOCK | os.EFD_CLOEXEC
         # thread -> hub: a turn began, or the thread took it back
         self.turn_fd = os.eventfd(0, flags)
@@ -685,13 +674,6 @@ class TurnAcceptor:
             # the idle end comes ``wait`` after the last accept, not later
             look_at = min(now + interval, quiet_since + self.wait)
 
-    @staticmethod
-    def _write(fd):
-        try:
-            os.write(fd, (1).to_bytes(8, "little"))
-        except OSError:
-            pass
-
     # -- in the hub ----------------------------------------------------------
 
     def _on_turn(self):
@@ -746,10 +728,6 @@ class TurnAcceptor:
         self._done.acquire()
         self._start_thread(self._thread_main, ())
 
-    @property
-    def dead(self):
-        return not self._done.locked()
-
     def stop_now(self):
         """Take no more connections: the turn, if any, ends now (the mutex
         goes to the next worker), and the thread ends; ``stop`` waits for it."""
@@ -760,9 +738,7 @@ class TurnAcceptor:
 
     def stop(self):
         self.stop_now()
-        deadline = time.monotonic() + self.wait + 2.0
-        while not self.dead and time.monotonic() < deadline:
-            gevent.sleep(0.01)
+        self._join()
         self._let_go()
         if self.error is not None:
             e, self.error = self.error, None
@@ -773,18 +749,7 @@ class TurnAcceptor:
         self._let_go()
         for watcher, _ in self.watchers:
             watcher.close()
-        if self.dead:
-            self.poller.close()
-            for fd in (self.turn_fd, self.over_fd, self.stop_fd):
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-        if self.lock_fd is not None:
-            try:
-                os.close(self.lock_fd)
-            except OSError:
-                pass
+        self._close_fds(self.turn_fd, self.over_fd, self.stop_fd)
 
 
 def _drain(fd):
